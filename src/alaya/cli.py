@@ -1,0 +1,168 @@
+"""The ``alaya`` command: parses arguments and calls one function per subcommand; no logic here."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from alaya.quickstart import run_quickstart
+
+    run_quickstart(workdir=args.workdir, corpus=args.corpus, model_preset=args.preset, steps=args.steps,
+                   fast=args.fast, seed=args.seed)
+    return 0
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from alaya.data.documents import Quarantine, read_documents
+    from alaya.tokenizer import chars_per_token, train_tokenizer
+
+    quarantine = Quarantine()
+    held_out: dict[str, list[str]] = {}
+    counter = {"n": 0}
+
+    def texts():
+        bar = tqdm(desc="reading", unit=" docs", mininterval=1.0)
+        for doc in read_documents(args.input, quarantine):
+            counter["n"] += 1
+            bar.update(1)
+            if args.held_out_every and counter["n"] % args.held_out_every == 0:
+                held_out.setdefault(doc.meta.get("lang", "all"), []).append(doc.text)
+                continue
+            yield doc.text
+        bar.close()
+
+    tok = train_tokenizer(texts(), vocab_size=args.vocab_size, min_frequency=args.min_frequency)
+    tok.save(args.output)
+    stats = {lang: round(chars_per_token(tok, t), 3) for lang, t in sorted(held_out.items())}
+    report = {"output": args.output, "vocab_size": tok.vocab_size, "documents": counter["n"],
+              "quarantined": quarantine.count, "chars_per_token_held_out": stats}
+    with open(f"{args.output}/training_report.json", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, ensure_ascii=False)
+    for r in quarantine.records[:10]:
+        print(f"skipped {r.file}:{r.line}: {r.reason}", file=sys.stderr)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_model_init(args: argparse.Namespace) -> int:
+    import torch
+
+    from alaya.model.config import preset
+    from alaya.model.hf import save_model
+    from alaya.model.mpt import AlayaForCausalLM
+    from alaya.tokenizer import AlayaTokenizer
+
+    overrides = dict(_parse_override(o) for o in args.set)
+    config = preset(args.preset, **overrides)
+    torch.manual_seed(args.seed)
+    model = AlayaForCausalLM(config)
+    tok = AlayaTokenizer.load(args.tokenizer) if args.tokenizer else None
+    if tok is not None and tok.vocab_size != config.vocab_size:
+        raise SystemExit(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {config.vocab_size}")
+    save_model(model, args.output, tokenizer=tok, dtype=getattr(torch, args.dtype))
+    print(f"wrote {args.output}: {config.num_parameters() / 1e6:.2f} M parameters")
+    return 0
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from alaya.model.config import preset
+    from alaya.model.hf import read_config
+
+    config = preset(args.model) if _is_preset(args.model) else read_config(args.model)
+    info = {**config.to_dict(), "parameters": config.num_parameters(),
+            "non_embedding_parameters": config.num_parameters(exclude_embeddings=True),
+            "train_flops_per_token": config.flops_per_token()}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _is_preset(name: str) -> bool:
+    from alaya.model.config import PRESETS
+
+    return name in PRESETS
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise SystemExit(f"override '{text}' must look like key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="alaya", formatter_class=_formatter,
+        description="Alaya: the bilingual LLM recipe (corpus -> tokenizer -> MPT pretraining -> use).",
+        epilog="example:\n  alaya quickstart --workdir alaya-quickstart\n\nEvery subcommand explains itself: alaya SUBCOMMAND --help",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    q = sub.add_parser("quickstart", formatter_class=_formatter, help="train a tokenizer and a tiny model on the built-in corpus",
+                       description="The whole flow on the embedded corpus: tokenizer, a tiny MPT, a Hugging Face model folder, a sample.",
+                       epilog="examples:\n  alaya quickstart\n  alaya quickstart --fast --workdir /tmp/qs\n  alaya quickstart --corpus ../shared/data/corpus")
+    q.add_argument("--workdir", default="alaya-quickstart", help="where everything is written (default: %(default)s)")
+    q.add_argument("--corpus", nargs="+", default=["builtin:demo"], help="JSONL/Parquet/text files, folders, globs or builtin:demo (default)")
+    q.add_argument("--preset", default="alaya-tiny", help="model preset (default: %(default)s)")
+    q.add_argument("--steps", type=int, default=300, help="training steps (default: %(default)s)")
+    q.add_argument("--fast", action="store_true", help="at most 40 steps: a check that everything runs")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_quickstart)
+
+    t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer")
+    tsub = t.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
+    tt = tsub.add_parser("train", formatter_class=_formatter, help="train on JSONL/Parquet/text",
+                         description="Train byte-level BPE (<unk>=0, <s>=1, </s>=2, <pad>=3; digits split) with exactly --vocab-size tokens.\n"
+                                     "Writes tokenizer.json, tokenizer_config.json (with the chat template), special_tokens_map.json\n"
+                                     "and training_report.json (characters per token on held-out documents by language).",
+                         epilog="examples:\n  alaya tokenizer train --input builtin:demo --output tok --vocab-size 8192\n"
+                                "  alaya tokenizer train --input ../shared/data/corpus --output tok60k")
+    tt.add_argument("--input", nargs="+", required=True, help="files, folders, globs, or builtin:demo")
+    tt.add_argument("--output", required=True, help="output folder")
+    tt.add_argument("--vocab-size", type=int, default=60160, help="exact vocabulary size (default: %(default)s)")
+    tt.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge (default: %(default)s)")
+    tt.add_argument("--held-out-every", type=int, default=50, help="every Nth document is held out for statistics (0: none)")
+    tt.set_defaults(func=cmd_tokenizer_train)
+
+    m = sub.add_parser("model", help="create or inspect model folders")
+    msub = m.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    mi = msub.add_parser("init", formatter_class=_formatter, help="write a freshly initialised model folder",
+                         description="Initialise a model from a preset (llm-foundry's MPT init) and save it as a Hugging Face folder.",
+                         epilog="example:\n  alaya model init --preset alaya-tiny --tokenizer tok --output tiny-model\n"
+                                "  alaya model init --preset alaya-10m --set d_model=384 n_layers=6 --output m")
+    mi.add_argument("--preset", default="alaya-tiny")
+    mi.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override config fields (MptConfig names)")
+    mi.add_argument("--tokenizer", help="a tokenizer folder to copy into the model folder")
+    mi.add_argument("--output", required=True)
+    mi.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    mi.add_argument("--seed", type=int, default=0)
+    mi.set_defaults(func=cmd_model_init)
+    mf = msub.add_parser("info", formatter_class=_formatter, help="config, parameter and FLOP counts",
+                         epilog="examples:\n  alaya model info alaya-7b\n  alaya model info ./alaya-quickstart/model")
+    mf.add_argument("model", help="a preset name or a model folder")
+    mf.set_defaults(func=cmd_model_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"alaya: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

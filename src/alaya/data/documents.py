@@ -1,0 +1,270 @@
+"""Documents and the one reader of corpus files.
+
+A document is ``{"id", "text", "meta"}`` (DESIGN.md section 3). ``read_documents`` streams them from JSONL
+(plain, .gz, .zst), Parquet, plain text and ``builtin:demo``, never holding a whole file in memory.
+Malformed input never stops a run and is never dropped silently: each bad record goes to the
+``Quarantine`` given, with file, line, reason and the raw bytes.
+"""
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
+
+BUILTIN_PREFIX = "builtin:"
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst", ".ndjson")
+PARQUET_SUFFIXES = (".parquet",)
+TEXT_SUFFIXES = (".txt", ".md", ".txt.gz")
+MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer line is quarantined, not read into memory
+RAW_KEEP_BYTES = 4096  # how much of a bad line the quarantine keeps
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "meta": self.meta}
+
+
+@dataclass
+class QuarantineRecord:
+    file: str
+    line: int
+    reason: str
+    raw: bytes = b""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "reason": self.reason,
+                "raw": self.raw[:RAW_KEEP_BYTES].decode("utf-8", "backslashreplace")}
+
+
+class Quarantine:
+    """Collects malformed records; by default it keeps them in memory and counts them."""
+
+    def __init__(self, sink: Callable[[QuarantineRecord], None] | None = None):
+        self.count = 0
+        self.records: list[QuarantineRecord] = []
+        self._sink = sink
+
+    def add(self, record: QuarantineRecord) -> None:
+        self.count += 1
+        if self._sink is not None:
+            self._sink(record)
+        else:
+            self.records.append(record)
+
+
+def stable_id(source: str, line: int) -> str:
+    """The id of a document that came without one: a hash of its source file and line."""
+    return hashlib.sha1(f"{source}:{line}".encode("utf-8")).hexdigest()[:20]
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[str]:
+    """Files named, globbed or found under folders (sorted), plus ``builtin:NAME`` entries as they are."""
+    out: list[str] = []
+    for p in paths:
+        p = str(p)
+        if p.startswith(BUILTIN_PREFIX):
+            out.append(p)
+            continue
+        if any(ch in p for ch in "*?["):
+            matches = sorted(glob.glob(p, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"no file matches the pattern '{p}'")
+            out.extend(m for m in matches if Path(m).is_file())
+        elif Path(p).is_dir():
+            found = sorted(
+                str(f) for f in Path(p).rglob("*")
+                if f.is_file() and f.name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES)
+            )
+            if not found:
+                raise FileNotFoundError(f"folder '{p}' holds no JSONL, Parquet or text files")
+            out.extend(found)
+        elif Path(p).is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"input '{p}' does not exist")
+    return out
+
+
+def read_documents(
+    paths: Iterable[str | Path],
+    quarantine: Quarantine | None = None,
+    text_field: str = "text",
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[Document]:
+    """Stream the documents of every input; bad records go to ``quarantine`` (a fresh one if None)."""
+    quarantine = quarantine if quarantine is not None else Quarantine()
+    for path in expand_paths(paths):
+        if path.startswith(BUILTIN_PREFIX):
+            from alaya.data.builtin import builtin_documents
+
+            yield from builtin_documents(path[len(BUILTIN_PREFIX):])
+        elif path.endswith(PARQUET_SUFFIXES):
+            yield from _read_parquet(path, quarantine, text_field)
+        elif path.endswith(TEXT_SUFFIXES):
+            yield from _read_text(path, quarantine)
+        else:  # JSONL is the default for any other name
+            yield from _read_jsonl(path, quarantine, text_field, max_line_bytes)
+
+
+def read_texts(paths: Iterable[str | Path], quarantine: Quarantine | None = None) -> Iterator[str]:
+    for doc in read_documents(paths, quarantine):
+        yield doc.text
+
+
+def _open_binary(path: str) -> BinaryIO:
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if path.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError:
+            raise ImportError(f"{path}: reading .zst files needs the 'zstandard' package (pip install zstandard)") from None
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+    return open(path, "rb")
+
+
+def _is_binary(head: bytes) -> bool:
+    return b"\x00" in head
+
+
+def _lines(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) for each line; bytes is None for a line longer than max_line_bytes,
+    which is skipped in chunks so it never sits whole in memory."""
+    n = 0
+    while True:
+        chunk = f.readline(max_line_bytes + 1)
+        if not chunk:
+            return
+        n += 1
+        if len(chunk) > max_line_bytes and not chunk.endswith(b"\n"):
+            while chunk and not chunk.endswith(b"\n"):
+                chunk = f.readline(max_line_bytes)
+            yield n, None
+            continue
+        yield n, chunk
+
+
+def _read_jsonl(path: str, q: Quarantine, text_field: str, max_line_bytes: int) -> Iterator[Document]:
+    try:
+        f = _open_binary(path)
+        head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
+    except OSError as e:
+        q.add(QuarantineRecord(path, 0, f"cannot open file: {e}"))
+        return
+    with f:
+        if not head:
+            q.add(QuarantineRecord(path, 0, "empty file"))
+            return
+        if _is_binary(head):
+            q.add(QuarantineRecord(path, 0, "binary file (NUL bytes), not JSONL", head[:256]))
+            return
+        try:
+            for n, raw in _lines(f, max_line_bytes):
+                if raw is None:
+                    q.add(QuarantineRecord(path, n, f"line longer than {max_line_bytes} bytes"))
+                    continue
+                if not raw.strip():
+                    continue  # blank lines separate nothing and hold nothing
+                doc = _parse_json_line(path, n, raw, q, text_field)
+                if doc is not None:
+                    yield doc
+        except (OSError, EOFError) as e:  # truncated .gz / .zst
+            q.add(QuarantineRecord(path, -1, f"file ends early or is corrupt: {e}"))
+
+
+def _parse_json_line(path: str, n: int, raw: bytes, q: Quarantine, text_field: str) -> Document | None:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        q.add(QuarantineRecord(path, n, f"invalid UTF-8 at byte {e.start}", raw))
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        q.add(QuarantineRecord(path, n, f"invalid JSON: {e.msg} at column {e.colno}", raw))
+        return None
+    if not isinstance(obj, dict):
+        q.add(QuarantineRecord(path, n, f"expected a JSON object, got {type(obj).__name__}", raw))
+        return None
+    text = obj.get(text_field)
+    if text is None:
+        q.add(QuarantineRecord(path, n, f"missing field '{text_field}'", raw))
+        return None
+    if not isinstance(text, str):
+        q.add(QuarantineRecord(path, n, f"field '{text_field}' is {type(text).__name__}, not a string", raw))
+        return None
+    doc_id = obj.get("id")
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    return Document(str(doc_id) if doc_id is not None else stable_id(path, n), text, meta)
+
+
+def _read_parquet(path: str, q: Quarantine, text_field: str) -> Iterator[Document]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(f"{path}: reading Parquet needs the 'pyarrow' package (pip install pyarrow)") from None
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError for non-Parquet files
+        q.add(QuarantineRecord(path, 0, f"not a readable Parquet file: {e}"))
+        return
+    if text_field not in pf.schema_arrow.names:
+        q.add(QuarantineRecord(path, 0, f"no column '{text_field}' (columns: {pf.schema_arrow.names})"))
+        return
+    row = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        cols = batch.to_pydict()
+        for i in range(batch.num_rows):
+            row += 1
+            text = cols[text_field][i]
+            if not isinstance(text, str):
+                q.add(QuarantineRecord(path, row, f"field '{text_field}' is {type(text).__name__}, not a string"))
+                continue
+            doc_id = cols["id"][i] if "id" in cols else None
+            meta = cols["meta"][i] if "meta" in cols and isinstance(cols["meta"][i], dict) else {}
+            yield Document(str(doc_id) if doc_id is not None else stable_id(path, row), text, meta)
+
+
+TEXT_DOC_BYTES = 64 * 1024
+
+
+def _read_text(path: str, q: Quarantine) -> Iterator[Document]:
+    """Plain text: paragraphs (blank-line separated) grouped into documents of about 64 KB."""
+    with _open_binary(path) as f:
+        head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
+        if not head:
+            q.add(QuarantineRecord(path, 0, "empty file"))
+            return
+        if _is_binary(head):
+            q.add(QuarantineRecord(path, 0, "binary file (NUL bytes), not text", head[:256]))
+            return
+        buf: list[str] = []
+        size, start = 0, 1
+        for n, raw in _lines(f, MAX_LINE_BYTES):
+            if raw is None:
+                q.add(QuarantineRecord(path, n, f"line longer than {MAX_LINE_BYTES} bytes"))
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                q.add(QuarantineRecord(path, n, f"invalid UTF-8 at byte {e.start}", raw))
+                continue
+            if not buf:
+                start = n
+            buf.append(line)
+            size += len(raw)
+            if size >= TEXT_DOC_BYTES and not line.strip():
+                yield Document(stable_id(path, start), "".join(buf), {"source": path})
+                buf, size = [], 0
+        if buf and "".join(buf).strip():
+            yield Document(stable_id(path, start), "".join(buf), {"source": path})

@@ -1,0 +1,235 @@
+"""The Alaya network: an MPT decoder (DESIGN.md section 4), in one file.
+
+    x = wte(ids)
+    for each block:  x = x + out_proj(attn(LN1(x)));  x = x + down(gelu(up(LN2(x))))
+    logits = LN_f(x) @ wte.T
+
+Attention is ``scaled_dot_product_attention`` with an additive mask that carries ALiBi, causality and
+padding. ALiBi is written in its relative form, ``slope_h * (j - i)``; MPT's reference code uses the
+key-only form ``slope_h * (j - (L - 1))``. Both give the same softmax (they differ by a constant per row),
+but the relative form stays small near the diagonal, so it survives being cast to bf16, where the key-only
+form's values near -1000 lose the differences between neighbouring keys.
+
+State-dict names are those of ``transformers.MptForCausalLM`` (``transformer.wte``,
+``transformer.blocks.{i}.attn.Wqkv``, ...), so Hugging Face folders load without renaming.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from alaya.model.config import ModelConfig
+
+
+def alibi_slopes(n_heads: int, alibi_bias_max: int = 8) -> torch.Tensor:
+    """Per-head ALiBi slopes; for a head count that is not a power of two, MPT's interleaving."""
+    n = 2 ** math.ceil(math.log2(n_heads))
+    slopes = 2.0 ** (-alibi_bias_max * torch.arange(1, n + 1, dtype=torch.float64) / n)
+    if n != n_heads:
+        slopes = torch.cat([slopes[1::2], slopes[::2]])[:n_heads]
+    return slopes.float()
+
+
+def attention_bias(
+    slopes: torch.Tensor,
+    query_pos: torch.Tensor,
+    key_valid: torch.Tensor | None,
+    n_keys: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Additive attention bias [B or 1, H, T, S]: ALiBi + causal mask + key padding mask.
+
+    ``query_pos`` holds the absolute positions of the T queries among the S keys. A query that may see no
+    key at all (a left-pad position) is allowed to see itself, so no row is all -inf (no NaN); its output
+    is never used.
+    """
+    key_pos = torch.arange(n_keys, device=query_pos.device)
+    rel = (key_pos[None, :] - query_pos[:, None]).to(torch.float32)  # [T, S], <= 0 where allowed
+    bias = slopes.to(query_pos.device)[:, None, None] * rel[None]  # [H, T, S]
+    allowed = (rel <= 0)[None]  # [1, T, S]
+    if key_valid is not None:
+        allowed = allowed & key_valid[:, None, :].bool()  # [B, T, S]
+        allowed = allowed | (rel == 0)[None]
+    bias = bias[None].masked_fill(~allowed[:, None], float("-inf"))  # [B|1, H, T, S]
+    return bias.to(dtype)
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys and values of every layer: [n_layers, B, H, capacity, head_dim] each."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    length: int = 0
+
+    @classmethod
+    def empty(
+        cls, config: ModelConfig, batch_size: int, capacity: int, device: torch.device | str, dtype: torch.dtype
+    ) -> "KVCache":
+        shape = (config.n_layers, batch_size, config.n_heads, capacity, config.head_dim)
+        return cls(torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    def select(self, rows: torch.Tensor) -> "KVCache":
+        """Keep only the given batch rows (finished sequences leave the batch)."""
+        return KVCache(self.keys[:, rows], self.values[:, rows], self.length)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm without bias, computed in the activation dtype (MPT's low_precision_layernorm)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device = x.device.type
+        if not torch.is_autocast_enabled(device):
+            return F.layer_norm(x, (x.shape[-1],), self.weight.to(x.dtype), None, self.eps)
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device_type=device, enabled=False):  # autocast would promote it to fp32
+            return F.layer_norm(x.to(dtype), (x.shape[-1],), self.weight.to(dtype), None, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.Wqkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.out_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.Wqkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            end = cache.length + T
+            cache.keys[layer, :, :, cache.length : end] = k
+            cache.values[layer, :, :, cache.length : end] = v
+            k, v = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=bias)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.d_model, config.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(config.ffn_dim, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.up_proj(x), approximate="none"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.norm_1 = LayerNorm(config.d_model, config.layer_norm_epsilon)
+        self.attn = Attention(config)
+        self.norm_2 = LayerNorm(config.d_model, config.layer_norm_epsilon)
+        self.ffn = FeedForward(config)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.attn(self.norm_1(x), bias, cache, layer)
+        return x + self.ffn(self.norm_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm_f = LayerNorm(config.d_model, config.layer_norm_epsilon)
+
+
+class AlayaForCausalLM(nn.Module):
+    """The MPT causal language model with the output head tied to the token embedding."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = Transformer(config)
+        self.activation_checkpointing = False
+        self._slopes: dict[torch.device, torch.Tensor] = {}  # per device; not a buffer, so meta init is clean
+        if self.transformer.wte.weight.device.type != "meta":
+            self.reset_parameters()
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.wte.weight.device
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """llm-foundry's MPT init: kaiming-normal (fan_in) weights, residual projections / sqrt(2 n_layers)."""
+        div = math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if p.ndim == 1:  # LayerNorm weights
+                p.fill_(1.0)
+                continue
+            nn.init.kaiming_normal_(p, mode="fan_in", nonlinearity=self.config.init_nonlinearity, generator=generator)
+            if name.endswith(("attn.out_proj.weight", "ffn.down_proj.weight")):
+                p.div_(div)
+
+    def slopes(self, device: torch.device) -> torch.Tensor:
+        if device not in self._slopes:
+            self._slopes[device] = alibi_slopes(self.config.n_heads, self.config.alibi_bias_max).to(device)
+        return self._slopes[device]
+
+    def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        dtype = dtype or self.transformer.wte.weight.dtype
+        return KVCache.empty(self.config, batch_size, capacity or self.config.max_seq_len, self.device, dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_token_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [B, T or 1, V] and, with ``labels``, the mean next-token cross-entropy.
+
+        ``attention_mask`` [B, S] marks real tokens (1) and padding (0) over all S keys (past + current
+        when a cache is given); padding goes on the left. ``labels`` are shifted inside; -100 is ignored.
+        With ``cache``, the new keys and values are written at ``cache.length`` and the cache advances.
+        """
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        n_keys = past + T
+        if cache is not None and n_keys > cache.capacity:
+            raise ValueError(f"KV cache holds {cache.capacity} positions; {n_keys} requested")
+        if attention_mask is not None and attention_mask.shape != (B, n_keys):
+            raise ValueError(f"attention_mask must have shape {(B, n_keys)}, got {tuple(attention_mask.shape)}")
+        x = self.transformer.wte(input_ids)
+        act_dtype = (
+            torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        )
+        query_pos = torch.arange(past, n_keys, device=x.device)
+        bias = attention_bias(self.slopes(x.device), query_pos, attention_mask, n_keys, act_dtype)
+        for i, block in enumerate(self.transformer.blocks):
+            if self.activation_checkpointing and self.training and cache is None:
+                x = checkpoint(block, x, bias, None, i, use_reentrant=False)
+            else:
+                x = block(x, bias, cache, i)
+        if cache is not None:
+            cache.length = n_keys
+        if last_token_only:
+            x = x[:, -1:]
+        x = self.transformer.norm_f(x)
+        logits = F.linear(x, self.transformer.wte.weight.to(x.dtype))
+        if self.config.logit_scale is not None:
+            logits = logits * self.config.logit_scale
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+        return logits, loss

@@ -1,0 +1,173 @@
+"""The Alaya tokenizer: byte-level BPE trained with the ``tokenizers`` library.
+
+Special tokens (DESIGN.md section 3): ``<unk>``=0, ``<s>``=1, ``</s>``=2 (end of text and padding),
+``<pad>``=3 (reserved, banned from generation). Digits are split one by one; no normaliser touches the
+text, so any string round-trips: ``decode(encode(s)) == clean_text(s)``, where ``clean_text`` only
+replaces lone surrogates (which UTF-8 cannot hold) by U+FFFD. The vocabulary has exactly the size
+asked: when the corpus runs out of merges first, the rest is filled with ``<|unused_N|>`` entries that
+no merge can produce.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from alaya.model.config import ALAYA_VOCAB_SIZE
+from alaya.prompt import CHAT_TEMPLATE
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
+TOKENIZER_FILE = "tokenizer.json"
+MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
+
+
+def clean_text(text: str) -> str:
+    """Replace lone surrogates by U+FFFD (pairs written as two code points become one character)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class AlayaTokenizer:
+    def __init__(self, tokenizer: Tokenizer, model_max_length: int = 2048):
+        self.tok = tokenizer
+        self.model_max_length = model_max_length
+        self.unk_id, self.bos_id, self.eos_id, self.reserved_id = (tokenizer.token_to_id(t) for t in SPECIAL_TOKENS)
+        self.pad_id = self.eos_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(clean_text(text), add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    # ----------------------------------------------------------------------------------- files
+    def save(self, folder: str | Path) -> None:
+        """tokenizer.json, tokenizer_config.json (with the chat template) and special_tokens_map.json."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(folder / TOKENIZER_FILE, self.tok.to_str(pretty=False))
+        special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>",
+                   "additional_special_tokens": ["<pad>"]}
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            **special,
+            "model_max_length": self.model_max_length,
+            "padding_side": "left",
+            "add_bos_token": False,
+            "add_eos_token": False,
+            "clean_up_tokenization_spaces": False,
+            "chat_template": CHAT_TEMPLATE,
+        }
+        _atomic_write(folder / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        _atomic_write(folder / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "AlayaTokenizer":
+        folder = Path(folder)
+        path = folder / TOKENIZER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; a tokenizer folder needs tokenizer.json")
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as e:
+            raise ValueError(f"{path}: not a valid tokenizer file: {e}") from None
+        for i, t in enumerate(SPECIAL_TOKENS[:3]):
+            if tok.token_to_id(t) != i:
+                raise ValueError(f"{path}: special token {t} must have id {i}, has {tok.token_to_id(t)}")
+        max_len = 2048
+        cfg = folder / "tokenizer_config.json"
+        if cfg.is_file():
+            max_len = int(json.loads(cfg.read_text(encoding="utf-8")).get("model_max_length", max_len))
+        return cls(tok, model_max_length=min(max_len, 1 << 30))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_untrained(vocab: dict[str, int] | None = None, merges: list | None = None) -> Tokenizer:
+    """The tokenizer pipeline: split digits, byte-level pre-tokenisation (GPT-2 regex), BPE, byte decoder."""
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False, byte_fallback=False)
+                    if vocab is not None else models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = ALAYA_VOCAB_SIZE,
+    min_frequency: int = 2,
+    show_progress: bool = True,
+    length: int | None = None,
+) -> AlayaTokenizer:
+    """Train byte-level BPE on ``texts``; the result has exactly ``vocab_size`` tokens."""
+    if vocab_size < MIN_VOCAB:
+        raise ValueError(f"vocab_size must be at least {MIN_VOCAB} (256 bytes + {len(SPECIAL_TOKENS)} special tokens)")
+    tok = build_untrained()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    tok.train_from_iterator((clean_text(t) for t in texts), trainer=trainer, length=length)
+    tok = _pad_vocab(tok, vocab_size)
+    return AlayaTokenizer(tok)
+
+
+def _pad_vocab(tok: Tokenizer, vocab_size: int) -> Tokenizer:
+    """Fill the vocabulary up to exactly vocab_size with entries no merge produces."""
+    data = json.loads(tok.to_str())
+    vocab: dict[str, int] = data["model"]["vocab"]
+    n = len(vocab)
+    if n < vocab_size:
+        for i in range(vocab_size - n):
+            vocab[f"<|unused_{i}|>"] = n + i
+    data["added_tokens"] = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+        for i, t in enumerate(SPECIAL_TOKENS)
+    ]
+    out = Tokenizer.from_str(json.dumps(data))
+    assert out.get_vocab_size(with_added_tokens=True) == vocab_size, (out.get_vocab_size(), vocab_size)
+    return out
+
+
+def chars_per_token(tokenizer: AlayaTokenizer, texts: Iterable[str]) -> float:
+    chars = tokens = 0
+    for t in texts:
+        chars += len(t)
+        tokens += len(tokenizer.encode(t))
+    return chars / max(tokens, 1)
+
+
+def take_bytes(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
+    """Texts until about max_bytes of UTF-8 have been given (held-out samples for statistics)."""
+    n = 0
+    for t in texts:
+        if n >= max_bytes:
+            return
+        n += len(t.encode("utf-8", "replace"))
+        yield t
