@@ -22,23 +22,23 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from alaya.data.documents import Quarantine, read_documents
+    from alaya.data.documents import Quarantine, expand_paths, read_documents
     from alaya.tokenizer import chars_per_token, train_tokenizer
 
+    inputs = expand_paths(args.input)  # a missing input fails here, before any work
     quarantine = Quarantine()
     held_out: dict[str, list[str]] = {}
     counter = {"n": 0}
 
     def texts():
-        bar = tqdm(desc="reading", unit=" docs", mininterval=1.0)
-        for doc in read_documents(args.input, quarantine):
-            counter["n"] += 1
-            bar.update(1)
-            if args.held_out_every and counter["n"] % args.held_out_every == 0:
-                held_out.setdefault(doc.meta.get("lang", "all"), []).append(doc.text)
-                continue
-            yield doc.text
-        bar.close()
+        with tqdm(desc="reading", unit=" docs", mininterval=1.0) as bar:
+            for doc in read_documents(inputs, quarantine):
+                counter["n"] += 1
+                bar.update(1)
+                if args.held_out_every and counter["n"] % args.held_out_every == 0:
+                    held_out.setdefault(doc.meta.get("lang", "all"), []).append(doc.text)
+                    continue
+                yield doc.text
 
     tok = train_tokenizer(texts(), vocab_size=args.vocab_size, min_frequency=args.min_frequency)
     tok.save(args.output)

@@ -115,7 +115,7 @@ def config_from_json(data: dict[str, Any], source: str = CONFIG_FILE) -> ModelCo
         "bos_token_id", "eos_token_id", "pad_token_id",
     }
     unknown = sorted(set(data) - known)
-    unknown_attn = sorted(set(attn) - set(_ATTN_MUST_EQUAL) - _ATTN_IGNORED)
+    unknown_attn = sorted(set(attn) - set(_ATTN_MUST_EQUAL) - _ATTN_IGNORED - _IGNORED)  # transformers nests bookkeeping here too
     if unknown or unknown_attn:
         names = unknown + [f"attn_config.{k}" for k in unknown_attn]
         raise CheckpointError(

@@ -1,0 +1,91 @@
+import gzip
+import json
+
+import pytest
+
+from alaya.data.documents import Quarantine, read_documents, stable_id
+
+
+def write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_malformed_lines_are_quarantined_with_file_line_and_reason(tmp_path):
+    lines = [
+        b'{"id": "a", "text": "good one"}',
+        b'{"id": "b", "text": ',  # invalid JSON
+        b'{"id": "c", "text": "\xff\xfe bad utf8"}',
+        b'{"id": "d"}',  # missing text
+        b'{"id": "e", "text": 42}',  # not a string
+        b'[1, 2]',  # not an object
+        b'{"text": "no id here"}',
+        b"",
+    ]
+    f = write(tmp_path / "in.jsonl", b"\n".join(lines) + b"\n")
+    q = Quarantine()
+    docs = list(read_documents([f], q))
+    assert [d.text for d in docs] == ["good one", "no id here"]
+    assert docs[1].id == stable_id(str(f), 7)
+    reasons = {r.line: r.reason for r in q.records}
+    assert q.count == 5
+    assert reasons[2].startswith("invalid JSON")
+    assert reasons[3].startswith("invalid UTF-8")
+    assert reasons[4] == "missing field 'text'"
+    assert "not a string" in reasons[5]
+    assert "expected a JSON object" in reasons[6]
+    assert all(r.file == str(f) for r in q.records)
+    assert q.records[0].raw == lines[1] + b"\n"
+
+
+def test_a_huge_line_is_quarantined_without_stopping_the_file(tmp_path):
+    big = json.dumps({"id": "big", "text": "x" * 5000}).encode()
+    f = write(tmp_path / "big.jsonl", big + b"\n" + b'{"id": "after", "text": "still read"}\n')
+    q = Quarantine()
+    docs = list(read_documents([f], q, max_line_bytes=1000))
+    assert [d.id for d in docs] == ["after"]
+    assert q.records[0].line == 1 and "longer than 1000 bytes" in q.records[0].reason
+
+
+def test_empty_and_binary_files_are_quarantined(tmp_path):
+    e = write(tmp_path / "empty.jsonl", b"")
+    b = write(tmp_path / "blob.jsonl", bytes(range(256)) * 4)
+    q = Quarantine()
+    assert list(read_documents([e, b], q)) == []
+    assert [r.reason.split(" ")[0] for r in q.records] == ["empty", "binary"]
+
+
+def test_gzip_zstd_parquet_and_text_are_read(tmp_path):
+    rows = [{"id": f"r{i}", "text": f"文档 {i}", "meta": {"lang": "zh"}} for i in range(3)]
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(payload))
+    zstandard = pytest.importorskip("zstandard")
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(payload))
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"id": r["id"], "text": r["text"]} for r in rows]), tmp_path / "c.parquet")
+    (tmp_path / "d.txt").write_text("first paragraph\n\nsecond paragraph\n", encoding="utf-8")
+    docs = list(read_documents([tmp_path]))
+    assert [d.id for d in docs[:9]] == ["r0", "r1", "r2"] * 3
+    assert docs[0].meta == {"lang": "zh"}
+    assert docs[9].text == "first paragraph\n\nsecond paragraph\n"
+
+
+def test_missing_inputs_and_unknown_builtins_say_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list(read_documents([tmp_path / "nope.jsonl"]))
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        list(read_documents([str(tmp_path / "*.jsonl")]))
+    with pytest.raises(FileNotFoundError, match="builtin:demo"):
+        list(read_documents(["builtin:nothing"]))
+
+
+def test_builtin_demo_corpus_has_english_chinese_and_code_with_unique_ids():
+    docs = list(read_documents(["builtin:demo"]))
+    langs = {d.meta["lang"] for d in docs}
+    assert {"en", "zh", "code"} <= langs
+    assert len({d.id for d in docs}) == len(docs)
+    assert sum(len(d.text) for d in docs) > 1_000_000
+    types = {d.meta["type"] for d in docs if d.meta["lang"] == "zh"}
+    assert {"news", "encyclopedia", "books", "forum", "academic", "others"} <= types
