@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from alaya.infer.generate import GenerationConfig, generate
+from alaya.model.mpt import AlayaForCausalLM
+
+
+@pytest.fixture
+def model(small_config):
+    m = AlayaForCausalLM(small_config).eval()
+    with torch.no_grad():
+        m.transformer.wte.weight.mul_(3)
+    return m
+
+
+PROMPTS = [[5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], [100]]
+
+
+def test_greedy_output_is_the_same_alone_and_inside_a_batch_of_mixed_lengths(model):
+    cfg = GenerationConfig(max_new_tokens=20, temperature=0)
+    batched = generate(model, PROMPTS, cfg)
+    for p, out in zip(PROMPTS, batched):
+        assert generate(model, [p], cfg)[0] == out
+
+
+def test_sampling_is_reproducible_for_a_seed_and_top_k_1_is_greedy(model):
+    cfg = GenerationConfig(max_new_tokens=16, temperature=1.0, top_p=0.9, seed=7)
+    assert generate(model, PROMPTS, cfg) == generate(model, PROMPTS, cfg)
+    greedy = generate(model, PROMPTS, GenerationConfig(max_new_tokens=16, temperature=0))
+    top1 = generate(model, PROMPTS, GenerationConfig(max_new_tokens=16, temperature=0.7, top_k=1, top_p=1.0, seed=1))
+    assert top1 == greedy
+
+
+def test_banned_ids_never_appear_and_eos_stops_a_row(model):
+    cfg = GenerationConfig(max_new_tokens=30, temperature=0, banned_token_ids=[3])
+    plain = generate(model, PROMPTS, cfg)
+    favourite = plain[0][0]
+    banned = generate(model, PROMPTS, GenerationConfig(max_new_tokens=30, temperature=0, banned_token_ids=[3, favourite]))
+    assert favourite not in banned[0]
+    stopped = generate(model, PROMPTS, GenerationConfig(max_new_tokens=30, temperature=0, eos_token_id=favourite))
+    assert stopped[0] == []  # the first greedy token is now the end of sequence
+    assert all(3 not in row for row in plain + banned)
+
+
+def test_prompt_plus_new_tokens_beyond_the_context_is_refused(model):
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        generate(model, [[1] * 90], GenerationConfig(max_new_tokens=10, temperature=0))
