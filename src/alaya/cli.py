@@ -73,6 +73,19 @@ def cmd_model_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_infer(args: argparse.Namespace) -> int:
+    from alaya.infer.batch import run_batch_inference
+    from alaya.infer.generate import GenerationConfig
+
+    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                           top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    counts = run_batch_inference(args.model_path, args.input_file, args.output_file, args.adapter_path, gen,
+                                 batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                                 refuse_long=args.refuse_long)
+    print(json.dumps(counts))
+    return 0
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     from alaya.model.config import preset
     from alaya.model.hf import read_config
@@ -134,6 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--held-out-every", type=int, default=50, help="every Nth document is held out for statistics (0: none)")
     tt.set_defaults(func=cmd_tokenizer_train)
 
+    i = sub.add_parser("infer", formatter_class=_formatter, help="batch inference: a file of prompts to JSON lines",
+                       description="The published inference script's arguments and output: INPUT_FILE is .txt (one prompt a line)\n"
+                                   "or JSONL with a 'prompt' field; OUTPUT_FILE gets JSON lines with line, prompt, response,\n"
+                                   "response_org (or error). Rerunning skips prompts already answered (resume).",
+                       epilog="examples:\n  alaya infer alaya-quickstart/model prompts.txt answers.jsonl\n"
+                              "  alaya infer MODEL prompts.jsonl out.jsonl --temperature 0 --max-new-tokens 64 --batch-size 16")
+    i.add_argument("model_path", metavar="MODEL_PATH")
+    i.add_argument("input_file", metavar="INPUT_FILE")
+    i.add_argument("output_file", metavar="OUTPUT_FILE")
+    i.add_argument("adapter_path", metavar="ADAPTER_PATH", nargs="?", default=None, help="a PEFT LoRA folder (not supported yet)")
+    i.add_argument("--max-new-tokens", type=int, default=1000)
+    i.add_argument("--temperature", type=float, default=1.0, help="0 means greedy (default: %(default)s, sampling)")
+    i.add_argument("--top-p", type=float, default=0.9)
+    i.add_argument("--top-k", type=int, default=0)
+    i.add_argument("--repetition-penalty", type=float, default=1.0)
+    i.add_argument("--batch-size", type=int, default=8)
+    i.add_argument("--seed", type=int, default=None)
+    i.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    i.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    i.add_argument("--refuse-long", action="store_true", help="answer an error instead of left-truncating a prompt that does not fit")
+    i.set_defaults(func=cmd_infer)
+
     m = sub.add_parser("model", help="create or inspect model folders")
     msub = m.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     mi = msub.add_parser("init", formatter_class=_formatter, help="write a freshly initialised model folder",
@@ -158,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError, NotImplementedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"alaya: error: {msg}", file=sys.stderr)
         return 2

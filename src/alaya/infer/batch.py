@@ -1,0 +1,163 @@
+"""Batch inference: a file of prompts to JSON lines, as the published inference script does.
+
+Input: ``.txt`` with one prompt a line, or JSONL with a ``prompt`` field. Output: one JSON object a line,
+``{"line", "prompt", "response", "response_org"}`` (UTF-8, not escaped), where ``response_org`` is the
+formatted prompt and everything generated, and ``response`` the text after ``### Output:\\t\\n``. A line
+that cannot be used (empty, invalid UTF-8, bad JSON) gives ``{"line", "prompt", "error"}`` instead.
+Results are appended and flushed batch by batch; a rerun skips the lines already answered, so an
+interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm import tqdm
+
+from alaya.infer.generate import GenerationConfig, generate
+from alaya.model.hf import load_model
+from alaya.prompt import OUTPUT_FLAG, format_prompt
+from alaya.tokenizer import AlayaTokenizer
+
+
+@dataclass
+class PromptLine:
+    line: int
+    prompt: str | None
+    error: str | None = None
+
+
+def read_prompts(path: str | Path) -> Iterator[PromptLine]:
+    path = Path(path)
+    is_jsonl = path.suffix in (".jsonl", ".json", ".ndjson")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            raw = raw.rstrip(b"\r\n")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield PromptLine(n, raw.decode("utf-8", "replace"), f"{path}:{n}: invalid UTF-8 at byte {e.start}")
+                continue
+            if is_jsonl:
+                if not text.strip():
+                    yield PromptLine(n, "", f"{path}:{n}: empty line")
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    yield PromptLine(n, text, f"{path}:{n}: invalid JSON: {e.msg}")
+                    continue
+                prompt = obj.get("prompt") if isinstance(obj, dict) else None
+                if not isinstance(prompt, str):
+                    yield PromptLine(n, text, f"{path}:{n}: needs a string field 'prompt'")
+                    continue
+                text = prompt
+            text = text.strip()
+            if not text:
+                yield PromptLine(n, "", f"{path}:{n}: empty prompt")
+                continue
+            yield PromptLine(n, text)
+
+
+def answered_lines(output: Path) -> set[int]:
+    """Lines already in OUTPUT_FILE; a torn last line (a crash mid-write) is cut off first."""
+    if not output.exists():
+        return set()
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(output, "r+b") as f:
+            f.truncate(cut)
+        data = data[:cut]
+    done = set()
+    for n, raw in enumerate(data.splitlines(), 1):
+        try:
+            done.add(int(json.loads(raw)["line"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise ValueError(f"{output}:{n}: not a result line of `alaya infer`; use another output file") from None
+    return done
+
+
+def extract_response(generated: str) -> str:
+    """The published script's rule: the text after '### Output:\\t\\n', without trailing newlines."""
+    parts = generated.split(OUTPUT_FLAG)
+    return parts[1].rstrip("\n") if len(parts) > 1 else ""
+
+
+def run_batch_inference(
+    model_path: str,
+    input_file: str,
+    output_file: str,
+    adapter_path: str | None = None,
+    gen: GenerationConfig | None = None,
+    batch_size: int = 8,
+    device: str | None = None,
+    dtype: str = "auto",
+    refuse_long: bool = False,
+) -> dict:
+    if adapter_path:
+        raise NotImplementedError(
+            f"{adapter_path}: applying a PEFT LoRA adapter is not implemented yet; run without ADAPTER_PATH"
+        )
+    gen = gen or GenerationConfig()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    model = load_model(model_path, device=device, dtype=torch_dtype)
+    tok = AlayaTokenizer.load(model_path)
+    ctx = model.config.max_seq_len
+    new_tokens = min(gen.max_new_tokens, ctx - 1)
+    if new_tokens < gen.max_new_tokens:
+        warnings.warn(f"max_new_tokens {gen.max_new_tokens} does not fit the {ctx}-token context; using {new_tokens}")
+    gen = GenerationConfig(**{**gen.__dict__, "max_new_tokens": new_tokens})
+    max_prompt = ctx - new_tokens
+
+    output = Path(output_file)
+    done = answered_lines(output)
+    todo = [p for p in read_prompts(input_file) if p.line not in done]
+    counts = {"answered": 0, "errors": 0, "skipped_already_done": len(done), "truncated": 0}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc="infer", unit=" prompts") as bar:
+        def write(rec: dict) -> None:
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+        def prepare(p: PromptLine) -> tuple[str, list[int]] | dict:
+            if p.error:
+                return {"line": p.line, "prompt": p.prompt, "error": p.error}
+            text = format_prompt(p.prompt)
+            ids = tok.encode(text)
+            if len(ids) > max_prompt:
+                if refuse_long:
+                    return {"line": p.line, "prompt": p.prompt,
+                            "error": f"{input_file}:{p.line}: prompt has {len(ids)} tokens; at most {max_prompt} fit"}
+                print(f"warning: {input_file}:{p.line}: prompt of {len(ids)} tokens left-truncated to {max_prompt}",
+                      file=sys.stderr)
+                ids = ids[-max_prompt:]
+                text = tok.decode(ids)
+                counts["truncated"] += 1
+            return text, ids
+
+        for i in range(0, len(todo), batch_size):  # results are written in input order, a batch at a time
+            chunk = [(p, prepare(p)) for p in todo[i : i + batch_size]]
+            valid = [(p, prep) for p, prep in chunk if not isinstance(prep, dict)]
+            outs = iter(generate(model, [ids for _, (_, ids) in valid], gen)) if valid else iter(())
+            for p, prep in chunk:
+                if isinstance(prep, dict):
+                    write(prep)
+                    counts["errors"] += 1
+                    continue
+                org = prep[0] + tok.decode(next(outs))
+                write({"line": p.line, "prompt": p.prompt, "response": extract_response(org), "response_org": org})
+                counts["answered"] += 1
+            out.flush()
+            os.fsync(out.fileno())
+            bar.update(len(chunk))
+    return counts
