@@ -15,11 +15,11 @@ from transformers import MptConfig, MptForCausalLM
 
 from alaya.model.config import preset
 from alaya.model.mpt import AlayaForCausalLM
+from alaya.train.loop import autocast
 
 
 def step_fn(model, ids, precision, theirs):
-    ctx = torch.autocast("cpu" if ids.device.type == "cpu" else "cuda", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
-    with ctx:
+    with autocast(ids.device, precision):  # the training loop's own precision switch
         if theirs:
             loss = model(input_ids=ids, labels=ids).loss
         else:

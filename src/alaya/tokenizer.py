@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -52,9 +52,6 @@ class AlayaTokenizer:
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def token_count(self, text: str) -> int:
-        return len(self.encode(text))
 
     # ----------------------------------------------------------------------------------- files
     def save(self, folder: str | Path) -> None:
@@ -162,12 +159,3 @@ def chars_per_token(tokenizer: AlayaTokenizer, texts: Iterable[str]) -> float:
         tokens += len(tokenizer.encode(t))
     return chars / max(tokens, 1)
 
-
-def take_bytes(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
-    """Texts until about max_bytes of UTF-8 have been given (held-out samples for statistics)."""
-    n = 0
-    for t in texts:
-        if n >= max_bytes:
-            return
-        n += len(t.encode("utf-8", "replace"))
-        yield t

@@ -78,10 +78,6 @@ class KVCache:
     def capacity(self) -> int:
         return self.keys.shape[3]
 
-    def select(self, rows: torch.Tensor) -> "KVCache":
-        """Keep only the given batch rows (finished sequences leave the batch)."""
-        return KVCache(self.keys[:, rows], self.values[:, rows], self.length)
-
 
 class LayerNorm(nn.Module):
     """LayerNorm without bias, computed in the activation dtype (MPT's low_precision_layernorm)."""
