@@ -78,10 +78,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from alaya.infer.generate import GenerationConfig
 
     gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                           top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+                           top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                           stop=args.stop)
     counts = run_batch_inference(args.model_path, args.input_file, args.output_file, args.adapter_path, gen,
                                  batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                                 refuse_long=args.refuse_long)
+                                 refuse_long=args.refuse_long, compile=args.compile)
     print(json.dumps(counts))
     return 0
 
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model_path", metavar="MODEL_PATH")
     i.add_argument("input_file", metavar="INPUT_FILE")
     i.add_argument("output_file", metavar="OUTPUT_FILE")
-    i.add_argument("adapter_path", metavar="ADAPTER_PATH", nargs="?", default=None, help="a PEFT LoRA folder (not supported yet)")
+    i.add_argument("adapter_path", metavar="ADAPTER_PATH", nargs="?", default=None, help="a PEFT LoRA folder (merged into the weights)")
     i.add_argument("--max-new-tokens", type=int, default=1000)
     i.add_argument("--temperature", type=float, default=1.0, help="0 means greedy (default: %(default)s, sampling)")
     i.add_argument("--top-p", type=float, default=0.9)
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     i.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     i.add_argument("--refuse-long", action="store_true", help="answer an error instead of left-truncating a prompt that does not fit")
+    i.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop a reply at this text (repeatable)")
+    i.add_argument("--compile", action="store_true", help="torch.compile the model (faster decoding after a warm-up)")
     i.set_defaults(func=cmd_infer)
 
     m = sub.add_parser("model", help="create or inspect model folders")

@@ -13,15 +13,6 @@ from alaya.tokenizer import AlayaTokenizer, train_tokenizer
 from alaya.data.documents import read_texts
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = train_tokenizer(read_texts(["builtin:demo-bilingual"]), vocab_size=512, show_progress=False)
-    model = AlayaForCausalLM(preset("alaya-tiny", vocab_size=512, max_seq_len=128, n_layers=1))
-    d = tmp_path_factory.mktemp("m") / "model"
-    save_model(model, d, tokenizer=tok)
-    return d
-
-
 def read_out(path):
     return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()]
 

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import torch
 from tqdm import tqdm
 
-from alaya.infer.generate import GenerationConfig, generate
-from alaya.model.hf import load_model
+from alaya.infer.generate import BatchDecoder, GenerationConfig
+from alaya.infer.loading import load_for_inference
+from alaya.infer.text import TextStream
 from alaya.prompt import OUTPUT_FLAG, format_prompt
-from alaya.tokenizer import AlayaTokenizer
 
 
 @dataclass
@@ -100,24 +99,15 @@ def run_batch_inference(
     device: str | None = None,
     dtype: str = "auto",
     refuse_long: bool = False,
+    compile: bool = False,
 ) -> dict:
-    if adapter_path:
-        raise NotImplementedError(
-            f"{adapter_path}: applying a PEFT LoRA adapter is not implemented yet; run without ADAPTER_PATH"
-        )
     gen = gen or GenerationConfig()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype == "auto":
-        torch_dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    else:
-        torch_dtype = getattr(torch, dtype)
-    model = load_model(model_path, device=device, dtype=torch_dtype)
-    tok = AlayaTokenizer.load(model_path)
+    model, tok = load_for_inference(model_path, adapter_path, device=device, dtype=dtype, compile=compile)
     ctx = model.config.max_seq_len
     new_tokens = min(gen.max_new_tokens, ctx - 1)
     if new_tokens < gen.max_new_tokens:
         warnings.warn(f"max_new_tokens {gen.max_new_tokens} does not fit the {ctx}-token context; using {new_tokens}")
-    gen = GenerationConfig(**{**gen.__dict__, "max_new_tokens": new_tokens})
+    gen = gen.with_(max_new_tokens=new_tokens)
     max_prompt = ctx - new_tokens
 
     output = Path(output_file)
@@ -148,16 +138,32 @@ def run_batch_inference(
         for i in range(0, len(todo), batch_size):  # results are written in input order, a batch at a time
             chunk = [(p, prepare(p)) for p in todo[i : i + batch_size]]
             valid = [(p, prep) for p, prep in chunk if not isinstance(prep, dict)]
-            outs = iter(generate(model, [ids for _, (_, ids) in valid], gen)) if valid else iter(())
+            outs = iter(generate_texts(model, tok, [ids for _, (_, ids) in valid], gen)) if valid else iter(())
             for p, prep in chunk:
                 if isinstance(prep, dict):
                     write(prep)
                     counts["errors"] += 1
                     continue
-                org = prep[0] + tok.decode(next(outs))
+                org = prep[0] + next(outs)
                 write({"line": p.line, "prompt": p.prompt, "response": extract_response(org), "response_org": org})
                 counts["answered"] += 1
             out.flush()
             os.fsync(out.fileno())
             bar.update(len(chunk))
     return counts
+
+
+def generate_texts(model, tok, prompts: list[list[int]], gen: GenerationConfig) -> list[str]:
+    """Generated text per prompt, each cut at the first of ``gen.stop`` (the row stops generating there)."""
+    decoder = BatchDecoder(model, prompts, gen)
+    if not gen.stop:
+        for _ in decoder:
+            pass
+        return [tok.decode(ids) for ids in decoder.tokens]
+    streams = [TextStream(tok, gen.stop) for _ in prompts]
+    for emitted in decoder:
+        for row, token in emitted:
+            streams[row].push(token)
+            if streams[row].stopped:
+                decoder.stop(row)
+    return [s.text for s in streams]

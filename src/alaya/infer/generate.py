@@ -1,13 +1,16 @@
 """KV-cache decoding for batches of prompts of different lengths (left padding).
 
-One prefill over the padded prompts, then one token per step for every unfinished row. Greedy when
-``temperature == 0``; otherwise sampling with temperature, top-k and top-p. Banned token ids (the seed's
-``bad_words_ids=[[3]]``) never come out; a row stops at ``eos_token_id`` or after ``max_new_tokens``.
+One prefill over the padded prompts, then one token per step for every unfinished row. Each row has its
+own :class:`GenerationConfig` (the server batches requests with different settings): greedy when
+``temperature == 0``, otherwise sampling with temperature, top-k and top-p from the row's own seeded
+generator, so a row's output does not depend on what else is in the batch. Banned token ids (the seed's
+``bad_words_ids=[[3]]``) never come out; a row stops at ``eos_token_id``, after ``max_new_tokens``, or when
+the caller stops it (a stop string seen by :class:`alaya.infer.text.TextStream`, a client gone).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
 
 import torch
 
@@ -25,85 +28,172 @@ class GenerationConfig:
     pad_token_id: int = 2
     banned_token_ids: list[int] = field(default_factory=lambda: [3])
     seed: int | None = None
+    stop: list[str] = field(default_factory=list)  # stop strings, applied to the decoded text
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+    def with_(self, **changes) -> "GenerationConfig":
+        return replace(self, **changes)
 
 
-def _filter_logits(logits: torch.Tensor, cfg: GenerationConfig) -> torch.Tensor:
-    logits = logits / cfg.temperature
-    if cfg.top_k > 0:
-        kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if 0 < cfg.top_p < 1:
-        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
-        probs = sorted_logits.softmax(-1)
-        # drop a token when the tokens ranked above it already hold top_p of the mass
-        drop = (probs.cumsum(-1) - probs) > cfg.top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
-    return logits
-
-
-def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
     # transformers' rule: divide positive logits, multiply negative ones, for every token already present
     scores = torch.gather(logits, 1, seen)
     scores = torch.where(scores > 0, scores / penalty, scores * penalty)
     return logits.scatter(1, seen, scores)
 
 
-@torch.inference_mode()
+def _filter_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor):
+    """Temperature, then top-k, then top-p (nucleus), each per row ([B, 1] tensors; 0 / 1 switch off)."""
+    logits = logits / temperature
+    if bool((top_k > 0).any()) or bool((top_p < 1).any()):
+        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+        V = logits.shape[-1]
+        kth = sorted_logits.gather(1, (top_k.clamp(1, V) - 1))
+        drop = (top_k > 0) & (sorted_logits < kth)
+        probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(-1)
+        # drop a token when the tokens ranked above it already hold top_p of the mass
+        drop |= (top_p < 1) & ((probs.cumsum(-1) - probs) > top_p)
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+    return logits
+
+
+class BatchDecoder:
+    """Iterate to decode: each step yields ``[(row, token), ...]`` for the rows that produced a token.
+
+    ``finish_reason[row]`` becomes ``"stop"`` (end of sequence or :meth:`stop`), ``"length"``
+    (max_new_tokens) or whatever reason :meth:`stop` was given; ``tokens[row]`` holds the row's new ids
+    without the end-of-sequence token.
+    """
+
+    def __init__(
+        self,
+        model: AlayaForCausalLM,
+        prompts: Sequence[Sequence[int]],
+        configs: GenerationConfig | Sequence[GenerationConfig],
+    ):
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        cfgs = [configs] * len(prompts) if isinstance(configs, GenerationConfig) else list(configs)
+        if len(cfgs) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(cfgs)} generation configs")
+        self.model, self.cfgs = model, cfgs
+        self.B = B = len(prompts)
+        self.L = L = max(len(p) for p in prompts)
+        self.max_new = max(c.max_new_tokens for c in cfgs)
+        capacity = L + self.max_new
+        ctx = model.config.max_seq_len
+        if capacity > ctx:
+            raise ValueError(
+                f"prompt ({L} tokens) + max_new_tokens ({self.max_new}) exceeds the model's context "
+                f"({ctx}); truncate the prompt or ask for fewer tokens"
+            )
+        device = self.device = model.device
+        pad = cfgs[0].pad_token_id
+        ids = torch.full((B, L), pad, dtype=torch.long)
+        mask = torch.zeros((B, capacity), dtype=torch.bool)
+        for i, p in enumerate(prompts):
+            ids[i, L - len(p):] = torch.tensor(list(p), dtype=torch.long)
+            mask[i, L - len(p):L] = True
+        self.ids, self.mask = ids.to(device), mask.to(device)
+        col = lambda values, dtype: torch.tensor(values, dtype=dtype, device=device)[:, None]  # noqa: E731
+        self.greedy = col([c.temperature == 0 for c in cfgs], torch.bool).squeeze(1)
+        self.temperature = col([c.temperature if c.temperature > 0 else 1.0 for c in cfgs], torch.float32)
+        self.top_k = col([c.top_k for c in cfgs], torch.long)
+        self.top_p = col([c.top_p for c in cfgs], torch.float32)
+        self.penalty = col([c.repetition_penalty for c in cfgs], torch.float32)
+        self.use_penalty = any(c.repetition_penalty != 1.0 for c in cfgs)
+        self.banned = torch.zeros((B, model.config.vocab_size), dtype=torch.bool, device=device)
+        for i, c in enumerate(cfgs):
+            if c.banned_token_ids:
+                self.banned[i, c.banned_token_ids] = True
+        self.eos = [c.eos_token_id for c in cfgs]
+        self.generators: list[torch.Generator | None] = []
+        for c in cfgs:
+            g = None
+            if c.temperature > 0:
+                g = torch.Generator(device=device)
+                g.manual_seed(c.seed if c.seed is not None else int(torch.seed()))
+            self.generators.append(g)
+        self.tokens: list[list[int]] = [[] for _ in range(B)]
+        self.finish_reason: list[str | None] = [None] * B
+        self.alive = torch.ones(B, dtype=torch.bool, device=device)
+        self._alive = [True] * B
+        self.cache = model.new_cache(B, capacity)
+
+    def stop(self, row: int, reason: str = "stop") -> None:
+        if self._alive[row]:
+            self._alive[row] = False
+            self.finish_reason[row] = reason
+
+    @property
+    def done(self) -> bool:
+        return not any(self._alive)
+
+    def _choose(self, logits: torch.Tensor, seen: torch.Tensor) -> list[int]:
+        logits = logits.float()
+        if self.use_penalty:
+            logits = _apply_repetition_penalty(logits, seen, self.penalty)
+        logits = logits.masked_fill(self.banned, float("-inf"))
+        tok = logits.argmax(-1)
+        if not bool(self.greedy.all()):
+            probs = _filter_logits(logits, self.temperature, self.top_k, self.top_p).softmax(-1)
+            for i, g in enumerate(self.generators):
+                if g is not None and self._alive[i]:
+                    tok[i] = torch.multinomial(probs[i], 1, generator=g)[0]
+        return tok.tolist()
+
+    @torch.inference_mode()
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        model, L = self.model, self.L
+        seen = self.ids
+        logits, _ = model(self.ids, attention_mask=self.mask[:, :L], cache=self.cache, last_token_only=True)
+        for step in range(self.max_new):
+            if self.done:
+                return
+            toks = self._choose(logits[:, -1], seen)
+            emitted = []
+            for i, t in enumerate(toks):
+                if not self._alive[i]:
+                    continue
+                if t == self.eos[i]:
+                    self.stop(i, "stop")
+                    continue
+                self.tokens[i].append(t)
+                emitted.append((i, t))
+                if len(self.tokens[i]) >= self.cfgs[i].max_new_tokens:
+                    self.stop(i, "length")
+            yield emitted  # the caller may stop rows here (stop strings, cancelled requests)
+            if self.done or step == self.max_new - 1:
+                return
+            alive = torch.tensor(self._alive, device=self.device)
+            pos = L + step
+            self.mask[:, pos] = alive  # a finished row's new positions are padding
+            tok = torch.tensor([t if a else self.cfgs[i].pad_token_id for i, (t, a) in enumerate(zip(toks, self._alive))],
+                               device=self.device)
+            if self.use_penalty:
+                seen = torch.cat([seen, tok[:, None]], dim=1)
+            logits, _ = model(tok[:, None], attention_mask=self.mask[:, : pos + 1], cache=self.cache)
+
+
 def generate(
     model: AlayaForCausalLM,
     prompts: Sequence[Sequence[int]],
-    cfg: GenerationConfig,
+    cfg: GenerationConfig | Sequence[GenerationConfig],
 ) -> list[list[int]]:
-    """New token ids for each prompt (eos excluded)."""
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
-    device = model.device
-    B = len(prompts)
-    L = max(len(p) for p in prompts)
-    capacity = L + cfg.max_new_tokens
-    if capacity > model.config.max_seq_len:
-        raise ValueError(
-            f"prompt ({L} tokens) + max_new_tokens ({cfg.max_new_tokens}) exceeds the model's context "
-            f"({model.config.max_seq_len}); truncate the prompt or ask for fewer tokens"
-        )
-    ids = torch.full((B, L), cfg.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((B, capacity), dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        ids[i, L - len(p):] = torch.tensor(list(p), dtype=torch.long)
-        mask[i, L - len(p):L] = True
-    ids, mask = ids.to(device), mask.to(device)
-    generator = None
-    if cfg.temperature > 0:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
-    cache = model.new_cache(B, capacity)
-    out = [[] for _ in range(B)]
-    alive = torch.ones(B, dtype=torch.bool, device=device)
-    seen = ids
-    logits, _ = model(ids, attention_mask=mask[:, :L], cache=cache, last_token_only=True)
-    for step in range(cfg.max_new_tokens):
-        next_logits = logits[:, -1].float()
-        if cfg.repetition_penalty != 1.0:
-            next_logits = _apply_repetition_penalty(next_logits, seen, cfg.repetition_penalty)
-        if cfg.banned_token_ids:
-            next_logits[:, cfg.banned_token_ids] = float("-inf")
-        if cfg.temperature > 0:
-            probs = _filter_logits(next_logits, cfg).softmax(-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        else:
-            tok = next_logits.argmax(-1)
-        tok = torch.where(alive, tok, torch.full_like(tok, cfg.pad_token_id))
-        for i in torch.nonzero(alive).flatten().tolist():
-            t = int(tok[i])
-            if t == cfg.eos_token_id:
-                alive[i] = False
-            else:
-                out[i].append(t)
-        if not bool(alive.any()) or step == cfg.max_new_tokens - 1:
-            break
-        pos = L + step
-        mask[:, pos] = alive  # a finished row's new positions are padding
-        seen = torch.cat([seen, tok[:, None]], dim=1)
-        logits, _ = model(tok[:, None], attention_mask=mask[:, : pos + 1], cache=cache)
-    return out
+    """New token ids for each prompt (eos excluded); stop strings are not applied here."""
+    decoder = BatchDecoder(model, prompts, cfg)
+    for _ in decoder:
+        pass
+    return decoder.tokens

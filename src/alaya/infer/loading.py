@@ -1,0 +1,47 @@
+"""One way to get a model ready for inference: folder (+ PEFT adapter) → device, dtype, optional compile."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from alaya.model.hf import load_model
+from alaya.model.lora import merge_adapter
+from alaya.model.mpt import AlayaForCausalLM
+from alaya.tokenizer import AlayaTokenizer
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto``: bf16 weights where the device computes in bf16 natively (CUDA with bf16), else fp32."""
+    if dtype == "auto":
+        cuda_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def load_for_inference(
+    model_path: str,
+    adapter_path: str | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    compile: bool = False,
+) -> tuple[AlayaForCausalLM, AlayaTokenizer]:
+    device = device or default_device()
+    torch_dtype = resolve_dtype(dtype, device)
+    # merge in fp32 on the target device, then cast: the adapter's small update is not lost to bf16 rounding
+    model = load_model(model_path, device=device, dtype=torch.float32 if adapter_path else torch_dtype)
+    if adapter_path:
+        names = merge_adapter(model, adapter_path)
+        print(f"adapter {adapter_path}: merged into {len(names)} layers", file=sys.stderr)
+        model = model.to(torch_dtype)
+    model.eval().requires_grad_(False)
+    tokenizer = AlayaTokenizer.load(model_path)
+    if compile:
+        model.compile(dynamic=True)
+    return model, tokenizer
