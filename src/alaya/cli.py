@@ -75,16 +75,49 @@ def cmd_model_init(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from alaya.infer.batch import run_batch_inference
-    from alaya.infer.generate import GenerationConfig
 
-    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                           top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed,
-                           stop=args.stop)
+    gen = _generation_config(args)
     counts = run_batch_inference(args.model_path, args.input_file, args.output_file, args.adapter_path, gen,
                                  batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                                  refuse_long=args.refuse_long, compile=args.compile)
     print(json.dumps(counts))
     return 0
+
+
+def _generation_config(args: argparse.Namespace):
+    from alaya.infer.generate import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                            stop=args.stop)
+
+
+def _add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    g = p.add_argument_group("generation (the published scripts' defaults)")
+    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    g.add_argument("--temperature", type=float, default=1.0, help="0 means greedy (default: %(default)s, sampling)")
+    g.add_argument("--top-p", type=float, default=0.9)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop a reply at this text (repeatable)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: bf16 on GPUs that support it, else fp32")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (faster decoding after a warm-up)")
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from alaya.infer.chat import ChatSession, repl
+    from alaya.infer.loading import load_for_inference
+
+    model, tok = load_for_inference(args.model_path, args.adapter, device=args.device, dtype=args.dtype,
+                                    compile=args.compile)
+    return repl(ChatSession(model, tok, _generation_config(args), system=args.system))
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
@@ -158,19 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("input_file", metavar="INPUT_FILE")
     i.add_argument("output_file", metavar="OUTPUT_FILE")
     i.add_argument("adapter_path", metavar="ADAPTER_PATH", nargs="?", default=None, help="a PEFT LoRA folder (merged into the weights)")
-    i.add_argument("--max-new-tokens", type=int, default=1000)
-    i.add_argument("--temperature", type=float, default=1.0, help="0 means greedy (default: %(default)s, sampling)")
-    i.add_argument("--top-p", type=float, default=0.9)
-    i.add_argument("--top-k", type=int, default=0)
-    i.add_argument("--repetition-penalty", type=float, default=1.0)
     i.add_argument("--batch-size", type=int, default=8)
-    i.add_argument("--seed", type=int, default=None)
-    i.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
-    i.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     i.add_argument("--refuse-long", action="store_true", help="answer an error instead of left-truncating a prompt that does not fit")
-    i.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop a reply at this text (repeatable)")
-    i.add_argument("--compile", action="store_true", help="torch.compile the model (faster decoding after a warm-up)")
+    _add_generation_args(i, max_new_tokens=1000)
+    _add_model_args(i)
     i.set_defaults(func=cmd_infer)
+
+    c = sub.add_parser("chat", formatter_class=_formatter, help="multi-turn chat in the terminal",
+                       description="A chat REPL in the seed's prompt format, streaming the reply. History is trimmed by tokens to\n"
+                                   "fit the context. Commands: /reset, /system TEXT, /exit. Works with piped input too.",
+                       epilog="examples:\n  alaya chat alaya-quickstart/model\n"
+                              "  alaya chat MODEL --adapter my-lora --temperature 0.7\n  echo 你好 | alaya chat MODEL --temperature 0")
+    c.add_argument("model_path", metavar="MODEL_PATH")
+    c.add_argument("--adapter", default=None, metavar="PATH", help="a PEFT LoRA folder (merged into the weights)")
+    c.add_argument("--system", default=None, help="a system text put before the conversation")
+    _add_generation_args(c, max_new_tokens=1024)
+    _add_model_args(c)
+    c.set_defaults(func=cmd_chat)
 
     m = sub.add_parser("model", help="create or inspect model folders")
     msub = m.add_subparsers(dest="model_command", required=True, metavar="ACTION")

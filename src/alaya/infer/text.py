@@ -60,3 +60,34 @@ class TextStream:
         new = self.text[self.sent :]
         self.sent = len(self.text)
         return new
+
+
+class ReplyFilter:
+    """Drops the ``### Output:\\t\\n`` flag the model writes before its reply, from a stream of text pieces.
+
+    The published api.py strips it with ``str.lstrip(flag)``, which also eats any reply that starts with
+    one of the flag's characters (``Output is ...`` loses ``Outp``); here exactly the flag is removed.
+    """
+
+    def __init__(self, flag: str):
+        self.flag = flag
+        self.buf = ""
+        self.decided = False
+
+    def feed(self, piece: str) -> str:
+        if self.decided:
+            return piece
+        self.buf += piece
+        if self.buf.startswith(self.flag):
+            self.decided = True
+            return self.buf[len(self.flag):]
+        if self.flag.startswith(self.buf):
+            return ""  # could still become the flag
+        self.decided = True
+        return self.buf
+
+    def flush(self) -> str:
+        if self.decided:
+            return ""
+        self.decided = True
+        return "" if self.flag.startswith(self.buf) else self.buf

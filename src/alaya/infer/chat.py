@@ -1,0 +1,154 @@
+"""Multi-turn chat in the seed's format: prompt building with history trimmed by tokens, streamed replies,
+and the ``alaya chat`` REPL (``/reset``, ``/system TEXT``, ``/exit``; a terminal or piped input).
+
+History is the published api.py's: a flat list alternating user and assistant turns, oldest first. When
+the prompt does not fit the context next to the tokens to be generated, the oldest turns go first (a
+user/assistant pair at a time); a single instruction that is still too long is left-truncated by tokens.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence, TextIO
+
+from alaya.infer.generate import BatchDecoder, GenerationConfig
+from alaya.infer.text import ReplyFilter, TextStream
+from alaya.prompt import INSTRUCTION_FORMAT, OUTPUT_FLAG, format_prompt
+from alaya.tokenizer import AlayaTokenizer
+
+# The model begins a new turn by itself when it has finished its reply: that ends the reply.
+TURN_STOP = INSTRUCTION_FORMAT.split("{")[0].rstrip("\t\n")  # "### Instruction:"
+
+
+@dataclass
+class Prompt:
+    text: str
+    ids: list[int]
+    dropped_turns: int = 0  # history items left out to fit the context
+    truncated: bool = False
+
+
+def build_prompt(
+    tok: AlayaTokenizer,
+    instruction: str,
+    history: Sequence[str],
+    context: int,
+    max_new_tokens: int,
+    system: str | None = None,
+) -> Prompt:
+    """The prompt for ``instruction`` after ``history``, trimmed so prompt + max_new_tokens fits."""
+    budget = context - max_new_tokens
+    if budget < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a {context}-token context")
+    if len(history) % 2:
+        raise ValueError(f"history must alternate user and assistant turns (even length), got {len(history)} items")
+    for drop in range(0, len(history) + 1, 2):
+        text = format_prompt(instruction, history[drop:], system)
+        ids = tok.encode(text)
+        if len(ids) <= budget:
+            return Prompt(text, ids, drop)
+    return Prompt(tok.decode(ids[-budget:]), ids[-budget:], len(history), truncated=True)
+
+
+def reply_stream(model, tok: AlayaTokenizer, prompt: Prompt, gen: GenerationConfig) -> Iterator[str]:
+    """Pieces of the reply as they are generated: without the output flag, cut before a new turn."""
+    decoder = BatchDecoder(model, [prompt.ids], gen.with_(stop=[*gen.stop, TURN_STOP]))
+    stream, flag = TextStream(tok, decoder.cfgs[0].stop), ReplyFilter(OUTPUT_FLAG)
+    for emitted in decoder:
+        for _, token in emitted:
+            piece = flag.feed(stream.push(token))
+            if piece:
+                yield piece
+            if stream.stopped:
+                decoder.stop(0)
+    tail = flag.feed(stream.flush()) + flag.flush()
+    if tail:
+        yield tail
+
+
+def clean_reply(text: str) -> str:
+    """What goes into the history: the reply without the seed's trailing ' </s>' or whitespace."""
+    text = text.rstrip()
+    return text[: -len("</s>")].rstrip() if text.endswith("</s>") else text
+
+
+@dataclass
+class ChatSession:
+    model: object
+    tok: AlayaTokenizer
+    gen: GenerationConfig
+    system: str | None = None
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def max_new_tokens(self) -> int:
+        # leave at least half of the context to the conversation
+        return min(self.gen.max_new_tokens, self.model.config.max_seq_len // 2)
+
+    def ask(self, instruction: str) -> Iterator[str]:
+        prompt = build_prompt(self.tok, instruction, self.history, self.model.config.max_seq_len,
+                              self.max_new_tokens, self.system)
+        if prompt.dropped_turns:
+            self.history = self.history[prompt.dropped_turns:]
+        pieces = []
+        for piece in reply_stream(self.model, self.tok, prompt, self.gen.with_(max_new_tokens=self.max_new_tokens)):
+            pieces.append(piece)
+            yield piece
+        self.history += [instruction, clean_reply("".join(pieces))]
+
+    def reset(self) -> None:
+        self.history = []
+
+
+HELP = "commands: /reset (forget the conversation), /system TEXT (set the system text; empty clears), /exit"
+
+
+def repl(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    interactive = stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history in a terminal)
+        except ImportError:
+            pass
+        print(f"Alaya chat. {HELP}", file=stdout, flush=True)
+    while True:
+        try:
+            line = input("you> ") if interactive and stdin is sys.stdin else _read_line(stdin, stdout, interactive)
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            print(file=stdout)
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            cmd, _, arg = line.partition(" ")
+            if cmd in ("/exit", "/quit"):
+                break
+            if cmd == "/reset":
+                session.reset()
+                print("(conversation cleared)", file=stdout, flush=True)
+            elif cmd == "/system":
+                session.system = arg.strip() or None
+                print(f"(system text {'set' if session.system else 'cleared'})", file=stdout, flush=True)
+            else:
+                print(f"(unknown command {cmd}; {HELP})", file=stdout, flush=True)
+            continue
+        print("alaya> ", end="", file=stdout, flush=True)
+        try:
+            for piece in session.ask(line):
+                print(piece, end="", file=stdout, flush=True)
+        except KeyboardInterrupt:  # Ctrl-C stops the reply, not the chat
+            print(" (stopped)", end="", file=stdout)
+        print(file=stdout, flush=True)
+    return 0
+
+
+def _read_line(stdin: TextIO, stdout: TextIO, interactive: bool) -> str:
+    if interactive:
+        print("you> ", end="", file=stdout, flush=True)
+    line = stdin.readline()
+    if not line:
+        raise EOFError
+    return line
