@@ -120,6 +120,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return repl(ChatSession(model, tok, _generation_config(args), system=args.system))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from alaya.infer.server import serve
+
+    api_key = args.api_key or os.environ.get("ALAYA_API_KEY") or None
+    serve(args.model_path, args.adapter, host=args.host, port=args.port, api_key=api_key, device=args.device,
+          dtype=args.dtype, compile=args.compile, max_batch=args.max_batch, max_queue=args.max_queue,
+          model_name=args.model_name, log_level=args.log_level)
+    return 0
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     from alaya.model.config import preset
     from alaya.model.hf import read_config
@@ -208,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(c, max_new_tokens=1024)
     _add_model_args(c)
     c.set_defaults(func=cmd_chat)
+
+    v = sub.add_parser("serve", formatter_class=_formatter, help="HTTP API: the published /qa and OpenAI-compatible endpoints",
+                       description="FastAPI + uvicorn. POST /qa (the published api.py), POST /v1/chat/completions and /v1/completions\n"
+                                   "(streamed as server-sent events with stream=true), GET /v1/models, GET /health; OpenAPI at /docs.\n"
+                                   "Concurrent requests are batched; a full queue answers 429. Binds 127.0.0.1 unless told otherwise.",
+                       epilog="examples:\n  alaya serve alaya-quickstart/model --port 8000\n"
+                              "  ALAYA_API_KEY=secret alaya serve MODEL --host 0.0.0.0\n"
+                              "  curl -s localhost:8000/qa -d '{\"instruction\": \"你好\", \"history\": []}'")
+    v.add_argument("model_path", metavar="MODEL_PATH")
+    v.add_argument("--adapter", default=None, metavar="PATH", help="a PEFT LoRA folder (merged into the weights)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set ALAYA_API_KEY)")
+    v.add_argument("--model-name", default=None, help="the model id in the API (default: the folder's name)")
+    v.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default: %(default)s)")
+    v.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 (default: %(default)s)")
+    v.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    _add_model_args(v)
+    v.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("model", help="create or inspect model folders")
     msub = m.add_subparsers(dest="model_command", required=True, metavar="ACTION")

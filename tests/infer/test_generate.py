@@ -45,3 +45,11 @@ def test_banned_ids_never_appear_and_eos_stops_a_row(model):
 def test_prompt_plus_new_tokens_beyond_the_context_is_refused(model):
     with pytest.raises(ValueError, match="exceeds the model's context"):
         generate(model, [[1] * 90], GenerationConfig(max_new_tokens=10, temperature=0))
+
+
+def test_extreme_settings_never_produce_nan(model):
+    for cfg in [GenerationConfig(max_new_tokens=8, repetition_penalty=5e-324, seed=0),
+                GenerationConfig(max_new_tokens=8, temperature=1e-300, seed=0),
+                GenerationConfig(max_new_tokens=8, temperature=1e-30, top_p=1e-9, top_k=1, seed=0)]:
+        out = generate(model, PROMPTS, cfg)
+        assert all(len(row) <= 8 and 3 not in row for row in out)

@@ -53,9 +53,15 @@ def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty:
     return logits.scatter(1, seen, scores)
 
 
+def _finite(logits: torch.Tensor) -> torch.Tensor:
+    # extreme settings (a penalty or temperature near 0) overflow: keep the order, never produce NaN
+    big = torch.finfo(logits.dtype).max
+    return torch.nan_to_num(logits, nan=float("-inf"), posinf=big, neginf=float("-inf"))
+
+
 def _filter_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor):
     """Temperature, then top-k, then top-p (nucleus), each per row ([B, 1] tensors; 0 / 1 switch off)."""
-    logits = logits / temperature
+    logits = _finite(logits / temperature)
     if bool((top_k > 0).any()) or bool((top_p < 1).any()):
         sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
         V = logits.shape[-1]
@@ -144,7 +150,7 @@ class BatchDecoder:
     def _choose(self, logits: torch.Tensor, seen: torch.Tensor) -> list[int]:
         logits = logits.float()
         if self.use_penalty:
-            logits = _apply_repetition_penalty(logits, seen, self.penalty)
+            logits = _finite(_apply_repetition_penalty(logits, seen, self.penalty))
         logits = logits.masked_fill(self.banned, float("-inf"))
         tok = logits.argmax(-1)
         if not bool(self.greedy.all()):

@@ -1,0 +1,160 @@
+"""The server's generation engine: a bounded queue of requests and one worker thread that owns the model.
+
+The worker takes the oldest request and every other waiting one that fits beside it (at most
+``max_batch``, and prompt + new tokens within the context), decodes them as one batch with each request's
+own settings, and hands text pieces back to each request as they are produced. A full queue refuses new
+work (:class:`QueueFull`, answered 429 by the server); a cancelled request (its client went away) stops
+its row at the next step. Static batches are simple and correct; a request that arrives while a batch
+runs waits for the next one.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from alaya.infer.generate import BatchDecoder, GenerationConfig
+from alaya.infer.text import ReplyFilter, TextStream
+from alaya.prompt import OUTPUT_FLAG
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+@dataclass
+class Job:
+    prompt_ids: list[int]
+    cfg: GenerationConfig
+    strip_flag: bool = False  # chat replies: drop the "### Output:\t\n" the model writes first
+    emit: Callable[[tuple], None] = lambda event: None  # ("text", piece) ... then ("done", reason, n_tokens)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    raw_text: str = ""  # everything generated (cut at a stop string), for /qa's org_output
+    created: float = field(default_factory=time.monotonic)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class Engine:
+    def __init__(self, model, tokenizer, max_batch: int = 8, max_queue: int = 64, start: bool = True):
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError("max_batch and max_queue must be at least 1")
+        self.model, self.tok = model, tokenizer
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.context = model.config.max_seq_len
+        self._queue: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.stats = {"completed": 0, "cancelled": 0, "rejected": 0, "failed": 0, "batches": 0, "tokens": 0}
+        self._worker = threading.Thread(target=self._run, name="alaya-generate", daemon=True)
+        if start:
+            self._worker.start()
+
+    # ------------------------------------------------------------------ callers (any thread)
+    def submit(self, job: Job) -> None:
+        need = len(job.prompt_ids) + job.cfg.max_new_tokens
+        if need > self.context:
+            raise ValueError(f"prompt ({len(job.prompt_ids)} tokens) + max tokens ({job.cfg.max_new_tokens}) "
+                             f"exceeds the model's context of {self.context} tokens")
+        with self._cond:
+            if len(self._queue) >= self.max_queue:
+                self.stats["rejected"] += 1
+                raise QueueFull(f"the queue is full ({self.max_queue} requests waiting); retry later")
+            self._queue.append(job)
+            self._cond.notify()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ the worker thread
+    def _take_batch(self) -> list[Job]:
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return []
+            batch = [self._queue.popleft()]
+            longest, most_new = len(batch[0].prompt_ids), batch[0].cfg.max_new_tokens
+            kept = deque()
+            while self._queue and len(batch) < self.max_batch:
+                job = self._queue.popleft()
+                L, n = max(longest, len(job.prompt_ids)), max(most_new, job.cfg.max_new_tokens)
+                if L + n <= self.context and not job.cancelled.is_set():
+                    batch.append(job)
+                    longest, most_new = L, n
+                elif job.cancelled.is_set():
+                    self._finish(job, "cancelled", 0)
+                else:
+                    kept.append(job)  # does not fit beside this batch: first in line for the next one
+            self._queue.extendleft(reversed(kept))
+            return batch
+
+    def _finish(self, job: Job, reason: str, n_tokens: int) -> None:
+        self.stats["cancelled" if reason == "cancelled" else "completed"] += 1
+        job.emit(("done", reason, n_tokens))
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                return
+            try:
+                self._decode(batch)
+            except Exception as e:  # a bug must not kill the worker: fail these requests, go on
+                traceback.print_exc()
+                for job in batch:
+                    self.stats["failed"] += 1
+                    job.emit(("error", f"generation failed: {type(e).__name__}: {e}"))
+
+    def _decode(self, batch: list[Job]) -> None:
+        self.stats["batches"] += 1
+        decoder = BatchDecoder(self.model, [j.prompt_ids for j in batch], [j.cfg for j in batch])
+        streams = [TextStream(self.tok, j.cfg.stop) for j in batch]
+        flags = [ReplyFilter(OUTPUT_FLAG) if j.strip_flag else None for j in batch]
+
+        def send(row: int, piece: str) -> None:
+            if flags[row] is not None:
+                piece = flags[row].feed(piece)
+            if piece:
+                batch[row].emit(("text", piece))
+
+        for emitted in decoder:
+            for row, token in emitted:
+                send(row, streams[row].push(token))
+                if streams[row].stopped:
+                    decoder.stop(row)
+            for row, job in enumerate(batch):
+                if job.cancelled.is_set():
+                    decoder.stop(row, "cancelled")
+        for row, job in enumerate(batch):
+            reason = decoder.finish_reason[row] or "length"
+            if reason != "cancelled":
+                send(row, streams[row].flush())
+                if flags[row] is not None:
+                    tail = flags[row].flush()
+                    if tail:
+                        job.emit(("text", tail))
+            job.raw_text = streams[row].text
+            self.stats["tokens"] += len(decoder.tokens[row])
+            self._finish(job, reason, len(decoder.tokens[row]))
+
+
+def asyncio_emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[[tuple], None]:
+    """An ``emit`` for a Job that delivers events into an asyncio queue from the worker thread."""
+    def emit(event: tuple) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+    return emit

@@ -1,0 +1,336 @@
+"""``alaya serve``: the published api.py's ``POST /qa`` and an OpenAI-compatible API, on FastAPI + uvicorn.
+
+Endpoints: ``POST /qa``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (both streamed as
+server-sent events when ``stream`` is true), ``GET /v1/models``, ``GET /health``. Requests go through the
+:class:`~alaya.infer.scheduler.Engine`: batched with other waiting requests, refused with 429 when the
+queue is full, stopped when the client disconnects. With an API key every endpoint but /health needs
+``Authorization: Bearer KEY``. Errors use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from typing import Annotated, Any, AsyncIterator, Literal, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from alaya.infer.chat import TURN_STOP, build_prompt, clean_reply
+from alaya.infer.generate import GenerationConfig
+from alaya.infer.scheduler import Engine, Job, QueueFull, asyncio_emitter
+from alaya.prompt import render_messages
+
+QA_MAX_NEW_TOKENS = 1024  # the published api.py's
+ERROR = {"content": {"application/json": {"schema": {"type": "object"}}}}
+ERROR_RESPONSES = {400: {"description": "invalid request", **ERROR}, 401: {"description": "missing or wrong API key", **ERROR},
+                   429: {"description": "queue full, retry later", **ERROR}}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.headers = status, message, type_, param, headers
+
+
+def _error(status: int, message: str, type_: str, param: str | None = None, headers=None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": None}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# ----------------------------------------------------------------------------- request schemas
+Stop = Union[str, Annotated[list[str], Field(max_length=8)], None]
+
+
+class SamplingFields(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (user, logit_bias=None, ...)
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="extension: 0 switches it off")
+    repetition_penalty: float = Field(1.0, gt=0, le=10, description="extension, as in transformers")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="only 0 is supported")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="only 0 is supported")
+    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    seed: int | None = None
+    stop: Stop = None
+    stream: bool = False
+    stream_options: dict | None = None
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: Union[str, list[TextPart]]
+
+
+class ChatRequest(SamplingFields):
+    messages: list[Message] = Field(min_length=1)
+
+
+class CompletionRequest(SamplingFields):
+    prompt: Union[str, Annotated[list[str], Field(min_length=1, max_length=1)]]
+    echo: bool = False
+
+
+class QARequest(BaseModel):
+    instruction: str
+    history: list[str] = Field(default_factory=list)
+    temperature: float = Field(1.0, ge=0, le=2)
+    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    top_p: float = Field(0.9, gt=0, le=1)
+
+
+class QAResponse(BaseModel):
+    output: str
+    org_output: str
+
+
+# ----------------------------------------------------------------------------- the app
+def create_app(engine: Engine, model_name: str, api_key: str | None = None, default_max_tokens: int = 1024) -> FastAPI:
+    app = FastAPI(title="Alaya", version="1", description="The Alaya model: the published /qa API and an OpenAI-compatible API.")
+    tok, context = engine.tok, engine.context
+    started = int(time.time())
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError):
+        return _error(e.status, e.message, e.type, e.param, e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {}
+        loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return _error(400, f"{loc or 'body'}: {first.get('msg', 'invalid request')}", "invalid_request_error", loc or None)
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if api_key and request.url.path not in ("/health", "/docs", "/openapi.json"):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return _error(401, "missing or wrong API key (send 'Authorization: Bearer KEY')", "authentication_error")
+        return await call_next(request)
+
+    def sampling(req: SamplingFields | QARequest, max_new: int, stop: list[str]) -> GenerationConfig:
+        if isinstance(req, SamplingFields):
+            for name in ("presence_penalty", "frequency_penalty"):
+                if getattr(req, name):
+                    raise APIError(400, f"{name} is not supported; use repetition_penalty", param=name)
+        return GenerationConfig(
+            max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
+            top_k=getattr(req, "top_k", 0), repetition_penalty=req.repetition_penalty,
+            seed=getattr(req, "seed", None), stop=stop,
+            eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, banned_token_ids=[tok.reserved_id],
+        )
+
+    def max_new_tokens(req: SamplingFields, prompt_len: int) -> int:
+        room = context - prompt_len
+        asked = req.max_completion_tokens or req.max_tokens
+        if room < 1:
+            raise APIError(400, f"the prompt has {prompt_len} tokens; this model's context is {context}",
+                           param="messages" if isinstance(req, ChatRequest) else "prompt", type_="context_length_exceeded")
+        if asked is None:
+            return min(default_max_tokens, room)
+        if asked > room:
+            raise APIError(400, f"prompt ({prompt_len} tokens) + max_tokens ({asked}) exceeds this model's context "
+                                f"of {context} tokens", param="max_tokens", type_="context_length_exceeded")
+        return asked
+
+    def stop_list(stop: Stop) -> list[str]:
+        return [stop] if isinstance(stop, str) else list(stop or [])
+
+    async def run(job: Job, request: Request) -> AsyncIterator[tuple]:
+        """Submit a job and yield its events; cancel it when the client goes away or the consumer stops."""
+        events: asyncio.Queue = asyncio.Queue()
+        job.emit = asyncio_emitter(asyncio.get_running_loop(), events)
+        try:
+            engine.submit(job)
+        except QueueFull as e:
+            raise APIError(429, str(e), "rate_limit_error", headers={"Retry-After": "1"}) from None
+        except ValueError as e:
+            raise APIError(400, str(e)) from None
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        job.cancel()
+                        return
+                    continue
+                yield event
+                if event[0] in ("done", "error"):
+                    return
+        finally:
+            job.cancel()  # no-op once finished; stops the row when the client is gone
+
+    async def collect(job: Job, request: Request) -> tuple[str, str, int]:
+        pieces, reason, n = [], "length", 0
+        async for event in run(job, request):
+            if event[0] == "text":
+                pieces.append(event[1])
+            elif event[0] == "error":
+                raise APIError(500, event[1], "server_error")
+            else:
+                reason, n = event[1], event[2]
+        return "".join(pieces), reason, n
+
+    def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens}
+
+    def sse(obj: Any) -> str:
+        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+    async def stream_events(job: Job, request: Request, chunk, final, include_usage: bool, prompt_tokens: int):
+        events = run(job, request)
+        # the first event is awaited before the response starts, so a full queue is still answered 429
+        first = await anext_or_none(events)
+
+        async def body():
+            try:
+                event = first
+                while event is not None:
+                    if event[0] == "text":
+                        yield sse(chunk(event[1]))
+                    elif event[0] == "error":
+                        yield sse({"error": {"message": event[1], "type": "server_error", "param": None, "code": None}})
+                        break
+                    else:
+                        if event[1] == "cancelled":
+                            return
+                        yield sse(final(event[1]))
+                        if include_usage:
+                            yield sse({**final(None), "choices": [], "usage": usage(prompt_tokens, event[2])})
+                        break
+                    event = await anext_or_none(events)
+                yield "data: [DONE]\n\n"
+            finally:
+                await events.aclose()
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # ------------------------------------------------------------------ endpoints
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_name, "waiting": engine.waiting, **engine.stats}
+
+    @app.get("/v1/models", responses=ERROR_RESPONSES)
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": started, "owned_by": "alaya",
+                                            "context_length": context}]}
+
+    @app.post("/qa", response_model=QAResponse, responses=ERROR_RESPONSES)
+    async def qa(req: QARequest, request: Request):
+        """The published api.py: instruction + history (user, assistant, ...) → output, org_output."""
+        if len(req.history) % 2:
+            raise APIError(400, f"history must alternate user and assistant turns (even length), got {len(req.history)}",
+                           param="history")
+        max_new = min(QA_MAX_NEW_TOKENS, context // 2)
+        prompt = build_prompt(tok, req.instruction, req.history, context, max_new)
+        job = Job(prompt.ids, sampling(req, max_new, [TURN_STOP]), strip_flag=True)
+        text, _, _ = await collect(job, request)
+        return {"output": clean_reply(text), "org_output": prompt.text + job.raw_text}
+
+    @app.post("/v1/chat/completions", responses=ERROR_RESPONSES)
+    async def chat_completions(req: ChatRequest, request: Request):
+        messages = [{"role": m.role, "content": m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)}
+                    for m in req.messages]
+        if messages[-1]["role"] != "user":
+            raise APIError(400, "the last message must come from the user", param="messages")
+        text = render_messages(messages)
+        ids = tok.encode(text)
+        new = max_new_tokens(req, len(ids))
+        job = Job(ids, sampling(req, new, [*stop_list(req.stop), TURN_STOP]), strip_flag=True)
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "object": "chat.completion", "created": created, "model": model_name}
+        if not req.stream:
+            content, reason, n = await collect(job, request)
+            return {**head, "choices": [{"index": 0, "message": {"role": "assistant", "content": clean_reply(content)},
+                                         "logprobs": None, "finish_reason": reason}], "usage": usage(len(ids), n)}
+        head = {**head, "object": "chat.completion.chunk"}
+        sent_role = {"done": False}
+
+        def chunk(piece: str) -> dict:
+            delta = {"content": piece}
+            if not sent_role["done"]:
+                delta, sent_role["done"] = {"role": "assistant", "content": piece}, True
+            return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+
+        def final(reason: str | None) -> dict:
+            delta = {} if sent_role["done"] else {"role": "assistant", "content": ""}
+            return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
+
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+        return await stream_events(job, request, chunk, final, include_usage, len(ids))
+
+    @app.post("/v1/completions", responses=ERROR_RESPONSES)
+    async def completions(req: CompletionRequest, request: Request):
+        prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
+        ids = tok.encode(prompt) or [tok.eos_id]  # an empty prompt starts a new document
+        new = max_new_tokens(req, len(ids)) if (req.max_tokens or req.max_completion_tokens) else min(16, context - len(ids))
+        if new < 1:
+            raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is {context}", param="prompt")
+        job = Job(ids, sampling(req, new, stop_list(req.stop)))
+        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "object": "text_completion", "created": created, "model": model_name}
+        prefix = prompt if req.echo else ""
+        if not req.stream:
+            text, reason, n = await collect(job, request)
+            return {**head, "choices": [{"index": 0, "text": prefix + text, "logprobs": None, "finish_reason": reason}],
+                    "usage": usage(len(ids), n)}
+        echoed = {"done": not req.echo}
+
+        def chunk(piece: str) -> dict:
+            if not echoed["done"]:
+                piece, echoed["done"] = prefix + piece, True
+            return {**head, "choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": None}]}
+
+        def final(reason: str | None) -> dict:
+            text = "" if echoed["done"] else prefix
+            echoed["done"] = True
+            return {**head, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": reason}]}
+
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+        return await stream_events(job, request, chunk, final, include_usage, len(ids))
+
+    return app
+
+
+async def anext_or_none(agen):
+    try:
+        return await agen.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          api_key: str | None = None, device: str | None = None, dtype: str = "auto", compile: bool = False,
+          max_batch: int = 8, max_queue: int = 64, model_name: str | None = None, log_level: str = "info") -> None:
+    import os
+
+    import uvicorn
+
+    from alaya.infer.loading import load_for_inference
+
+    model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, compile=compile)
+    name = model_name or os.path.basename(os.path.normpath(model_path))
+    engine = Engine(model, tok, max_batch=max_batch, max_queue=max_queue)
+    app = create_app(engine, name, api_key=api_key)
+    print(f"serving {name} on http://{host}:{port}  (OpenAI base_url http://{host}:{port}/v1; docs at /docs)", flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    finally:
+        engine.close()

@@ -1,0 +1,216 @@
+"""The real server on a free localhost port, driven by the official openai client, raw HTTP and schemathesis."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from alaya.infer.generate import GenerationConfig
+from alaya.infer.loading import load_for_inference
+from alaya.infer.scheduler import Engine, Job, QueueFull
+from alaya.prompt import format_prompt
+
+openai = pytest.importorskip("openai")
+KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir, *extra):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "alaya.cli", "serve", str(model_dir), "--port", str(port),
+                             "--log-level", "warning", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read().decode())
+            time.sleep(0.25)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    proc, url = start_server(model_dir, "--api-key", KEY, "--max-batch", "4", "--model-name", "alaya-test")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def post(url, body, key=KEY, timeout=60):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_openai_client_chat_completion_and_models(client):
+    assert [m.id for m in client.models.list().data] == ["alaya-test"]
+    r = client.chat.completions.create(model="alaya-test", messages=[{"role": "user", "content": "你好"}],
+                                       max_tokens=7, temperature=0)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens <= 7 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert r.usage.prompt_tokens == len(load_tok().encode(format_prompt("你好")))
+
+
+def load_tok():
+    return TOK["tok"]
+
+
+TOK = {}
+
+
+@pytest.fixture(autouse=True)
+def _tok(model_dir):
+    if "tok" not in TOK:
+        TOK["model"], TOK["tok"] = load_for_inference(str(model_dir))
+
+
+def test_streaming_equals_non_streaming_for_greedy(client):
+    kw = dict(model="alaya-test", messages=[{"role": "system", "content": "你是Alaya"}, {"role": "user", "content": "hello"}],
+              max_tokens=12, temperature=0)
+    whole = client.chat.completions.create(**kw)
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.rstrip() == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_completions_stop_seed_and_stream(client):
+    kw = dict(model="alaya-test", prompt="The model", max_tokens=20, temperature=0)
+    full = client.completions.create(**kw).choices[0]
+    assert full.finish_reason == "length" or len(full.text) > 0
+    if len(full.text) >= 6:
+        stop = full.text[3:6]
+        cut = client.completions.create(**kw, stop=[stop]).choices[0]
+        assert cut.text == full.text[: full.text.find(stop)] and cut.finish_reason == "stop"
+    streamed = "".join(c.choices[0].text for c in client.completions.create(**kw, stream=True))
+    assert streamed == full.text
+    sampled = [client.completions.create(**{**kw, "temperature": 1.0}, seed=5).choices[0].text for _ in range(2)]
+    assert sampled[0] == sampled[1]  # a seed makes sampling reproducible
+
+
+def test_published_qa_endpoint(server):
+    status, body = post(server + "/qa", {"instruction": "你好", "history": ["你是谁", "我是Alaya"],
+                                         "temperature": 0, "repetition_penalty": 1.0, "top_p": 0.9})
+    assert status == 200 and set(body) == {"output", "org_output"}
+    assert body["org_output"].startswith(format_prompt("你好", ["你是谁", "我是Alaya"]))
+    status, body = post(server + "/qa", {"instruction": "x", "history": ["only one"]})
+    assert status == 400 and "history" in body["error"]["message"]
+
+
+def test_api_key_and_invalid_requests_get_clear_4xx(server):
+    assert post(server + "/v1/completions", {"prompt": "x"}, key=None)[0] == 401
+    assert post(server + "/v1/completions", {"prompt": "x"}, key="wrong")[0] == 401
+    assert urllib.request.urlopen(server + "/health").status == 200  # no key needed
+    cases = [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": -1}, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, "last message"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "role"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}, "context"),
+        ({"messages": [{"role": "user", "content": "x"}], "frequency_penalty": 1}, "frequency_penalty"),
+    ]
+    for body, word in cases:
+        status, err = post(server + "/v1/chat/completions", body)
+        assert status == 400, (body, err)
+        assert word in err["error"]["message"], (body, err)
+
+
+def test_many_parallel_clients_lose_no_request_and_batching_does_not_change_greedy_output(server, client):
+    prompts = [f"问题 {i}: what is {i} + {i}?" for i in range(24)]
+
+    def ask(p):
+        return client.completions.create(model="alaya-test", prompt=p, max_tokens=10, temperature=0).choices[0].text
+
+    alone = {p: ask(p) for p in prompts[:4]}
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, prompts))
+    assert len(answers) == len(prompts) and all(isinstance(a, str) for a in answers)
+    for p, a in zip(prompts, answers):
+        if p in alone:
+            assert a == alone[p]
+    health = json.loads(urllib.request.urlopen(server + "/health").read())
+    assert health["batches"] < health["completed"]  # some requests were decoded together
+
+
+def test_a_client_that_disconnects_stops_its_generation(server):
+    before = json.loads(urllib.request.urlopen(server + "/health").read())["cancelled"]
+    host, port = server.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": "go on and on", "max_tokens": 100, "stream": True, "temperature": 1.0}).encode()
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert b"200 OK" in s.recv(4096)
+    for _ in range(100):
+        after = json.loads(urllib.request.urlopen(server + "/health").read())["cancelled"]
+        if after > before:
+            break
+        time.sleep(0.1)
+    assert after == before + 1
+
+
+def test_full_queue_answers_429(model_dir):
+    proc, url = start_server(model_dir, "--max-batch", "1", "--max-queue", "1")
+    try:
+        def ask(_):
+            return post(url + "/v1/completions", {"prompt": "hello", "max_tokens": 100, "temperature": 1.0}, key=None)[0]
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(ask, range(8)))
+        assert statuses.count(200) >= 1 and statuses.count(429) >= 1
+        assert set(statuses) <= {200, 429}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_engine_queue_is_bounded():
+    model, tok = TOK["model"], TOK["tok"]
+    engine = Engine(model, tok, max_batch=2, max_queue=2, start=False)
+    cfg = GenerationConfig(max_new_tokens=4)
+    engine.submit(Job([5, 6], cfg))
+    engine.submit(Job([5, 6], cfg))
+    with pytest.raises(QueueFull):
+        engine.submit(Job([5, 6], cfg))
+    with pytest.raises(ValueError, match="context"):
+        Engine(model, tok, start=False).submit(Job([5] * 100, GenerationConfig(max_new_tokens=100)))
+
+
+@pytest.mark.skipif(shutil.which("st", path=os.path.dirname(sys.executable)) is None, reason="schemathesis not installed")
+def test_schemathesis_finds_no_server_error(server):
+    st = os.path.join(os.path.dirname(sys.executable), "st")
+    out = subprocess.run([st, "run", server + "/openapi.json", "--checks", "not_a_server_error", "--max-examples", "15",
+                          "-H", f"Authorization: Bearer {KEY}", "--seed", "1", "--request-timeout", "60",
+                          "--phases", "examples,coverage,fuzzing"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
