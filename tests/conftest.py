@@ -5,7 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from alaya.model.config import ModelConfig
+from alaya.data.documents import read_texts
+from alaya.model.config import ModelConfig, preset
+from alaya.model.hf import save_model
+from alaya.model.mpt import AlayaForCausalLM
+from alaya.tokenizer import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -25,3 +29,32 @@ def _seed():
 
 def needs_corpus():
     return pytest.mark.skipif(not CORPUS.is_dir(), reason=f"shared corpus not present at {CORPUS}")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A tiny model folder with a real (small) tokenizer, shared by the inference tests."""
+    tok = train_tokenizer(read_texts(["builtin:demo-bilingual"]), vocab_size=512, show_progress=False)
+    torch.manual_seed(0)
+    model = AlayaForCausalLM(preset("alaya-tiny", vocab_size=512, max_seq_len=128, n_layers=1))
+    with torch.no_grad():  # sharper distributions than at init, so greedy and sampled text differ
+        model.transformer.wte.weight.mul_(3)
+    d = tmp_path_factory.mktemp("m") / "model"
+    save_model(model, d, tokenizer=tok)
+    return d
+
+
+@pytest.fixture(scope="session")
+def adapter_dir(model_dir, tmp_path_factory):
+    """A LoRA adapter that peft itself creates and saves on the transformers model of model_dir."""
+    peft = pytest.importorskip("peft")
+    from transformers import MptForCausalLM
+
+    torch.manual_seed(1)
+    hf = MptForCausalLM.from_pretrained(model_dir)
+    cfg = peft.LoraConfig(r=4, lora_alpha=16, target_modules=["Wqkv", "out_proj", "up_proj", "down_proj"],
+                          lora_dropout=0.05, init_lora_weights=False, alpha_pattern={"down_proj": 4})
+    pm = peft.get_peft_model(hf, cfg)
+    d = tmp_path_factory.mktemp("a") / "adapter"
+    pm.save_pretrained(d)
+    return d

@@ -7,7 +7,7 @@ import torch
 
 from alaya.cli import build_parser, main
 
-SUBCOMMANDS = [["quickstart"], ["tokenizer", "train"], ["infer"], ["model", "init"], ["model", "info"]]
+SUBCOMMANDS = [["quickstart"], ["tokenizer", "train"], ["infer"], ["chat"], ["serve"], ["model", "init"], ["model", "info"]]
 
 
 def run_cli(*args, check=True):

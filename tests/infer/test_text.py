@@ -1,3 +1,5 @@
+import pytest
+
 from alaya.infer.batch import generate_texts
 from alaya.infer.generate import BatchDecoder, GenerationConfig, generate
 from alaya.infer.loading import load_for_inference
@@ -46,3 +48,13 @@ def test_rows_with_their_own_settings_do_not_disturb_each_other(model_dir):
     assert len(decoder.tokens[2]) <= 5
     assert decoder.finish_reason[2] in ("length", "stop")
     assert decoder.finish_reason[2] == "stop" or len(decoder.tokens[2]) == 5
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_greedy_output(model_dir):
+    """--compile: torch.compile (inductor, dynamic shapes) decodes exactly as eager does."""
+    eager, tok = load_for_inference(str(model_dir))
+    compiled, _ = load_for_inference(str(model_dir), compile=True)
+    prompts = [tok.encode("你好"), tok.encode("a longer prompt in English")]
+    cfg = GenerationConfig(max_new_tokens=16, temperature=0)
+    assert generate(compiled, prompts, cfg) == generate(eager, prompts, cfg)

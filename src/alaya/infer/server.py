@@ -57,6 +57,7 @@ class SamplingFields(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="extension: 0 switches it off")
     repetition_penalty: float = Field(1.0, gt=0, le=10, description="extension, as in transformers")
+    ignore_eos: bool = Field(False, description="extension, as in vLLM: generate max_tokens tokens (benchmarks)")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="only 0 is supported")
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="only 0 is supported")
     n: int = Field(1, ge=1, le=1, description="only 1 is supported")
@@ -131,7 +132,7 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
             max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
             top_k=getattr(req, "top_k", 0), repetition_penalty=req.repetition_penalty,
             seed=getattr(req, "seed", None), stop=stop,
-            eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, banned_token_ids=[tok.reserved_id],
+            eos_token_id=-1 if getattr(req, "ignore_eos", False) else tok.eos_id, pad_token_id=tok.pad_id, banned_token_ids=[tok.reserved_id],
         )
 
     def max_new_tokens(req: SamplingFields, prompt_len: int) -> int:

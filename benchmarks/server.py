@@ -1,0 +1,100 @@
+"""Server throughput and latency: `alaya serve` under 1, 4 and 16 concurrent clients.
+
+Starts the real server (a subprocess on a free localhost port) on a freshly initialised model folder,
+then each client sends completion requests back to back (greedy, a fixed max_tokens). Prints requests/s,
+generated tokens/s and p50/p99 latency per concurrency level. Run:
+    python benchmarks/server.py [--preset alaya-10m] [--max-tokens 32] [--requests-per-client 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from alaya.data.documents import read_texts
+from alaya.model.config import preset
+from alaya.model.hf import save_model
+from alaya.model.mpt import AlayaForCausalLM
+from alaya.tokenizer import train_tokenizer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="alaya-10m")
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--requests-per-client", type=int, default=8)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--max-batch", type=int, default=8)
+    args = ap.parse_args()
+    cfg = preset(args.preset)
+    folder = tempfile.mkdtemp(prefix="alaya-serve-bench-")
+    tok = train_tokenizer(read_texts(["builtin:demo-bilingual"]), vocab_size=cfg.vocab_size, show_progress=False)
+    torch.manual_seed(0)
+    save_model(AlayaForCausalLM(cfg), folder, tokenizer=tok)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "alaya.cli", "serve", folder, "--port", str(port), "--log-level",
+                             "warning", "--max-batch", str(args.max_batch), "--max-queue", "1024"])
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.25)
+
+        def one(i: int) -> tuple[float, int]:
+            body = json.dumps({"prompt": f"第{i}个问题: tell me about language models", "max_tokens": args.max_tokens,
+                               "temperature": 0}).encode()
+            req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=600) as r:
+                n = json.loads(r.read())["usage"]["completion_tokens"]
+            return time.perf_counter() - t0, n
+
+        one(0)  # warm-up
+        rows = []
+        for c in args.clients:
+            total = c * args.requests_per_client
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(c) as pool:
+                results = list(pool.map(one, range(total)))
+            wall = time.perf_counter() - t0
+            lat = [r[0] for r in results]
+            toks = sum(r[1] for r in results)
+            row = {"clients": c, "requests": total, "req_s": round(total / wall, 2), "tok_s": round(toks / wall, 1),
+                   "p50_s": round(percentile(lat, 0.5), 3), "p99_s": round(percentile(lat, 0.99), 3)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        print(f"\n{args.preset} ({cfg.num_parameters() / 1e6:.1f} M params), {args.max_tokens} tokens per request, greedy, "
+              f"max batch {args.max_batch}, {platform.machine()} {torch.get_num_threads()} threads")
+        print(f"{'clients':>7} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p99 s':>7}")
+        for r in rows:
+            print(f"{r['clients']:>7} {r['req_s']:>7} {r['tok_s']:>7} {r['p50_s']:>7} {r['p99_s']:>7}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
