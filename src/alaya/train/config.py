@@ -1,0 +1,135 @@
+"""Run configs (DESIGN.md section 3): a YAML file, ``key.sub=value`` overrides, defaults, checks.
+
+The one config loader for ``alaya pretrain`` (and later ``alaya sft``). Every section is a plain dict;
+a key the defaults do not know is an error naming it (a typo never silently does nothing), except under
+``model`` (any MptConfig field, checked by the model config) and ``data.weights`` (source names).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+PRETRAIN_DEFAULTS: dict[str, Any] = {
+    "run_dir": "runs/pretrain",
+    "seed": 0,
+    "model": {"preset": "alaya-tiny"},
+    "tokenizer": None,  # a tokenizer folder; default: the data's (recorded in its index.json)
+    "data": {
+        "path": None,  # a folder written by `alaya data tokenize`
+        "weights": None,  # {source: weight}; default: proportional to each source's tokens
+        "mixture": None,  # a mixture.json from `alaya data curate` ({"weights": {...}}), instead of weights
+    },
+    "optimizer": {"lr": 1.2e-4, "min_lr": 1.2e-5, "betas": [0.9, 0.95], "eps": 1.0e-8, "weight_decay": 1.0e-5,
+                  "grad_clip": 0.3},
+    "schedule": {"warmup_steps": 100, "max_steps": 1000},
+    "checkpoint": {"every": 100, "keep": 3},
+    "train": {
+        "seq_len": 2048,
+        "micro_batch_size": 4,
+        "grad_accum": 1,
+        "precision": "bf16",  # fp32 | bf16 (autocast)
+        "parallel": "auto",  # auto (ddp when launched by torchrun with several processes) | none | ddp | fsdp
+        "activation_checkpointing": False,
+        "compile": False,
+        "device": None,  # default: cuda when present
+        "peak_tflops": None,  # for MFU; default: measured matmul peak of this device at start
+        "stop_after": None,  # end the process after this step (as if killed), for tests and time-boxed jobs
+    },
+    "eval": {"every": 100, "windows": 32},
+    "log": {"every": 1, "progress": True},
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base: dict, new: dict, where: str, open_keys: set[str]) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in new.items():
+        path = f"{where}.{key}" if where else key
+        if key not in base and path not in open_keys and where not in open_keys:
+            raise ConfigError(f"unknown config key '{path}'; known: {', '.join(sorted(base))}")
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and path not in open_keys:
+            out[key] = _merge(base[key], value, path, open_keys)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}': bad key '{key}'")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': value is not valid YAML: {e}") from None
+    return key.split("."), parsed
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    defaults: dict[str, Any] = PRETRAIN_DEFAULTS,
+    open_keys: frozenset[str] = frozenset({"model", "data.weights"}),
+) -> dict[str, Any]:
+    """Defaults, then the YAML file, then the overrides (in order)."""
+    cfg = copy.deepcopy(defaults)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        cfg = _merge(cfg, loaded, "", set(open_keys))
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        try:
+            cfg = _merge(cfg, nested, "", set(open_keys))
+        except ConfigError as e:
+            raise ConfigError(f"override '{text}': {e}") from None
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: dict) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    t, s, o, c = cfg["train"], cfg["schedule"], cfg["optimizer"], cfg["checkpoint"]
+    need(t["precision"] in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got {t['precision']!r}")
+    need(t["parallel"] in ("auto", "none", "ddp", "fsdp"), f"train.parallel must be auto, none, ddp or fsdp, got {t['parallel']!r}")
+    for key in ("seq_len", "micro_batch_size", "grad_accum"):
+        need(isinstance(t[key], int) and t[key] >= 1, f"train.{key} must be a positive integer, got {t[key]!r}")
+    need(isinstance(s["max_steps"], int) and s["max_steps"] >= 1, f"schedule.max_steps must be >= 1, got {s['max_steps']!r}")
+    need(isinstance(s["warmup_steps"], int) and 0 <= s["warmup_steps"] <= s["max_steps"],
+         f"schedule.warmup_steps must be in [0, max_steps], got {s['warmup_steps']!r}")
+    need(0 < o["min_lr"] <= o["lr"], f"optimizer.min_lr must be in (0, lr], got {o['min_lr']!r} (lr {o['lr']!r})")
+    need(len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"]), f"optimizer.betas must be two numbers in [0, 1), got {o['betas']!r}")
+    need(o["grad_clip"] > 0, f"optimizer.grad_clip must be > 0, got {o['grad_clip']!r}")
+    need(isinstance(c["every"], int) and c["every"] >= 1, f"checkpoint.every must be >= 1, got {c['every']!r}")
+    need(isinstance(c["keep"], int) and c["keep"] >= 1, f"checkpoint.keep must be >= 1, got {c['keep']!r}")
+    m = cfg["model"]
+    need(isinstance(m, dict) and (("preset" in m) != ("path" in m)),
+         "model needs exactly one of model.preset (a preset name) or model.path (a model folder)")
+    need(cfg["data"]["path"] is not None, "data.path is not set: a folder written by `alaya data tokenize`")
+    need(not (cfg["data"]["weights"] and cfg["data"]["mixture"]), "set data.weights or data.mixture, not both")
+
+
+def dump_config(cfg: dict, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")

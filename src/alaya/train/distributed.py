@@ -1,0 +1,88 @@
+"""Processes launched by torchrun: process group, device, and the model wrapped for DDP or FSDP2.
+
+One process (plain ``alaya pretrain``) needs none of this: :func:`init` returns world size 1. Under
+``torchrun --nproc_per_node N alaya pretrain ...`` each process joins the group (NCCL on GPUs, gloo on
+CPU), takes its device (``cuda:LOCAL_RANK`` or the CPU), and the model is wrapped: DDP (replicated, the
+gradients averaged) or FSDP2 ``fully_shard`` per block and at the root (parameters, gradients and optimizer
+state sharded). The training loop is the same for all.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device: str | None = None) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if want == "cuda" or want.startswith("cuda"):
+        dev = torch.device("cuda", local_rank if world > 1 or want == "cuda" else torch.device(want).index or 0)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device(want)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
+
+
+def wrap(model: torch.nn.Module, mode: str, d: Dist, precision: str = "fp32") -> torch.nn.Module:
+    """``mode``: none, ddp, fsdp, or auto (ddp when there are several processes)."""
+    if mode == "auto":
+        mode = "ddp" if d.world > 1 else "none"
+    if mode == "none":
+        if d.world > 1:
+            raise ValueError("train.parallel=none with several processes would train unrelated copies; use ddp or fsdp")
+        return model
+    if not dist.is_initialized():
+        raise ValueError(f"train.parallel={mode} needs processes started by torchrun (WORLD_SIZE is {d.world})")
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.transformer.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    raise ValueError(f"unknown train.parallel {mode!r}")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def all_mean(value: float, d: Dist) -> float:
+    if d.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return float(t.item()) / d.world
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,227 @@
+"""Token shards: curated documents → flat token files grouped by mixture source, memory-mapped to train.
+
+``alaya data tokenize`` writes::
+
+    OUT/index.json                      sources → splits → shards (file, tokens, documents), dtype, tokenizer
+    OUT/{source}/{split}-{task:05d}-{part:03d}.bin    token ids, uint16 (uint32 above 65536 tokens), each
+                                                      document followed by </s>
+    OUT/{source}/{split}-{task:05d}-{part:03d}.idx.npy  end offset of every document in that shard (int64)
+    OUT/tasks/{task:05d}.json           one per input file: its shards; written last (atomic), so a rerun
+                                        skips finished inputs and redoes a killed one
+
+The source of a document is ``meta`` fields joined (default ``lang-type``, e.g. ``en-news``; ``unknown``
+when absent); a stable hash of the document id sends ``heldout_fraction`` of the documents to the
+``heldout`` split. Inputs are tokenized in parallel, one task per input file; the output does not depend
+on the number of processes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from alaya.data.documents import Quarantine, expand_paths, read_documents
+from alaya.tokenizer import AlayaTokenizer
+from alaya.train.data import token_dtype
+
+INDEX = "index.json"
+SPLITS = ("train", "heldout")
+DEFAULT_SHARD_TOKENS = 1 << 27  # 256 MB of uint16
+
+
+def source_of(meta: dict, group_by: Sequence[str]) -> str:
+    parts = [str(meta.get(k) or "unknown") for k in group_by]
+    name = "-".join(parts) if parts else "all"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def is_heldout(doc_id: str, fraction: float) -> bool:
+    if fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    return h / 2**64 < fraction
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class _ShardWriter:
+    def __init__(self, out: Path, source: str, split: str, task: int, dtype: np.dtype, shard_tokens: int):
+        self.out, self.source, self.split, self.task = out, source, split, task
+        self.dtype, self.shard_tokens = dtype, shard_tokens
+        self.part, self.f, self.tokens, self.ends = -1, None, 0, []
+        self.done: list[dict] = []
+
+    def _open(self) -> None:
+        self.part += 1
+        (self.out / self.source).mkdir(parents=True, exist_ok=True)
+        self.name = f"{self.source}/{self.split}-{self.task:05d}-{self.part:03d}"
+        self.f = open(self.out / f"{self.name}.bin.tmp", "wb")
+        self.tokens, self.ends = 0, []
+
+    def add(self, ids: list[int], eos: int) -> None:
+        if self.f is None or self.tokens >= self.shard_tokens:
+            self.close()
+            self._open()
+        arr = np.asarray(ids + [eos], dtype=self.dtype)
+        self.f.write(arr.tobytes())
+        self.tokens += len(arr)
+        self.ends.append(self.tokens)
+
+    def close(self) -> None:
+        if self.f is None:
+            return
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        np.save(self.out / f"{self.name}.idx.npy", np.asarray(self.ends, dtype=np.int64))
+        os.replace(self.out / f"{self.name}.bin.tmp", self.out / f"{self.name}.bin")
+        self.done.append({"file": f"{self.name}.bin", "tokens": self.tokens, "documents": len(self.ends)})
+        self.f = None
+
+
+def _tokenize_task(args: tuple) -> dict:
+    task, path, out, tokenizer_dir, group_by, heldout_fraction, shard_tokens, batch_docs = args
+    out = Path(out)
+    tok = AlayaTokenizer.load(tokenizer_dir)
+    dtype = token_dtype(tok.vocab_size)
+    quarantine = Quarantine()
+    writers: dict[tuple[str, str], _ShardWriter] = {}
+    docs = 0
+
+    def flush(batch):
+        for (source, split), ids in zip([b[0] for b in batch], tok.encode_batch([b[1] for b in batch])):
+            key = (source, split)
+            if key not in writers:
+                writers[key] = _ShardWriter(out, source, split, task, dtype, shard_tokens)
+            writers[key].add(ids, tok.eos_id)
+
+    batch = []
+    for doc in read_documents([path], quarantine):
+        split = "heldout" if is_heldout(doc.id, heldout_fraction) else "train"
+        batch.append(((source_of(doc.meta, group_by), split), doc.text))
+        docs += 1
+        if len(batch) >= batch_docs:
+            flush(batch)
+            batch = []
+    flush(batch)
+    shards = []
+    for w in writers.values():
+        w.close()
+        shards += [{"source": w.source, "split": w.split, **d} for d in w.done]
+    record = {"task": task, "input": path, "documents": docs, "quarantined": quarantine.count,
+              "quarantine_examples": [r.to_json() for r in quarantine.records[:20]], "shards": shards}
+    _atomic_json(out / "tasks" / f"{task:05d}.json", record)
+    return record
+
+
+def tokenize_to_shards(
+    inputs: Sequence[str],
+    tokenizer_dir: str | Path,
+    output: str | Path,
+    group_by: Sequence[str] = ("lang", "type"),
+    heldout_fraction: float = 0.01,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    processes: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Tokenize every input file (resumable, parallel, deterministic) and write the index."""
+    files = expand_paths(inputs)
+    out = Path(output)
+    (out / "tasks").mkdir(parents=True, exist_ok=True)
+    tok = AlayaTokenizer.load(tokenizer_dir)
+    settings = {"inputs": files, "group_by": list(group_by), "heldout_fraction": heldout_fraction,
+                "shard_tokens": shard_tokens, "tokenizer_sha1": hashlib.sha1(
+                    (Path(tokenizer_dir) / "tokenizer.json").read_bytes()).hexdigest()}
+    settings_path = out / "settings.json"
+    if settings_path.exists():
+        old = json.loads(settings_path.read_text(encoding="utf-8"))
+        if old != settings:
+            changed = sorted(k for k in settings if old.get(k) != settings[k])
+            raise ValueError(f"{out} holds shards made with other settings ({', '.join(changed)}); use a new --output")
+    else:
+        _atomic_json(settings_path, settings)
+    done = {}
+    for p in (out / "tasks").glob("*.json"):
+        rec = json.loads(p.read_text(encoding="utf-8"))
+        done[rec["task"]] = rec
+    todo = [(i, f, str(out), str(tokenizer_dir), tuple(group_by), heldout_fraction, shard_tokens, 256)
+            for i, f in enumerate(files) if i not in done]
+    if done:
+        print(f"{len(done)} of {len(files)} inputs already tokenized in {out}; {len(todo)} to go", file=sys.stderr)
+    processes = processes or min(len(todo), os.cpu_count() or 1) or 1
+    with tqdm(total=len(files), initial=len(done), desc="tokenize", unit=" files", disable=not progress) as bar:
+        if processes == 1 or len(todo) <= 1:
+            results = map(_tokenize_task, todo)
+            for rec in results:
+                done[rec["task"]] = rec
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(processes) as pool:
+                for rec in pool.map(_tokenize_task, todo):
+                    done[rec["task"]] = rec
+                    bar.update(1)
+    index = {"version": 1, "dtype": str(token_dtype(tok.vocab_size)), "eos_id": tok.eos_id,
+             "vocab_size": tok.vocab_size, "tokenizer": str(Path(tokenizer_dir).resolve()),
+             "group_by": list(group_by), "heldout_fraction": heldout_fraction,
+             "documents": sum(r["documents"] for r in done.values()),
+             "quarantined": sum(r["quarantined"] for r in done.values()), "sources": {}}
+    for task in sorted(done):
+        for s in done[task]["shards"]:
+            src = index["sources"].setdefault(s["source"], {sp: {"tokens": 0, "documents": 0, "shards": []} for sp in SPLITS})
+            sp = src[s["split"]]
+            sp["tokens"] += s["tokens"]
+            sp["documents"] += s["documents"]
+            sp["shards"].append({"file": s["file"], "tokens": s["tokens"], "documents": s["documents"]})
+    index["sources"] = dict(sorted(index["sources"].items()))
+    _atomic_json(out / INDEX, index)
+    return index
+
+
+@dataclass
+class Source:
+    name: str
+    shards: list[np.ndarray]  # memory-mapped token arrays
+    tokens: int
+
+
+class TokenShards:
+    """The shards of one split, memory-mapped: ``sources[name].shards[i]`` is a flat token array."""
+
+    def __init__(self, folder: str | Path, split: str = "train"):
+        self.folder = Path(folder)
+        path = self.folder / INDEX
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.folder}: no {INDEX}; write token shards with `alaya data tokenize`")
+        self.index = json.loads(path.read_text(encoding="utf-8"))
+        self.dtype = np.dtype(self.index["dtype"])
+        self.vocab_size, self.eos_id = self.index["vocab_size"], self.index["eos_id"]
+        self.sources: dict[str, Source] = {}
+        for name, splits in self.index["sources"].items():
+            arrays = []
+            for s in splits[split]["shards"]:
+                f = self.folder / s["file"]
+                if not f.is_file():
+                    raise FileNotFoundError(f"{f}: listed in {path} but missing")
+                if f.stat().st_size != s["tokens"] * self.dtype.itemsize:
+                    raise ValueError(f"{f}: {f.stat().st_size} bytes, index says {s['tokens']} tokens; the shard is damaged")
+                arrays.append(np.memmap(f, dtype=self.dtype, mode="r"))
+            if arrays:
+                self.sources[name] = Source(name, arrays, sum(len(a) for a in arrays))
+        if not self.sources:
+            raise ValueError(f"{self.folder}: the '{split}' split holds no tokens")
