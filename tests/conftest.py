@@ -58,3 +58,26 @@ def adapter_dir(model_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("a") / "adapter"
     pm.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def token_dir(tmp_path_factory):
+    """Token shards of the built-in bilingual corpus with a 512-token tokenizer."""
+    from alaya.train.shards import tokenize_to_shards
+
+    root = tmp_path_factory.mktemp("tokens")
+    tok = train_tokenizer(read_texts(["builtin:demo-bilingual"]), vocab_size=512, show_progress=False)
+    tok.save(root / "tok")
+    tokenize_to_shards(["builtin:demo-bilingual"], root / "tok", root / "shards", heldout_fraction=0.1,
+                       processes=1, progress=False)
+    return root / "shards"
+
+
+def tiny_run_overrides(run_dir, token_dir, steps=8, **extra):
+    """Overrides for configs/pretrain/tiny.yaml that make a run of a few seconds."""
+    base = {"run_dir": str(run_dir), "data.path": str(token_dir), "model.vocab_size": 512, "model.d_model": 64,
+            "model.n_heads": 4, "model.n_layers": 2, "model.max_seq_len": 64, "train.seq_len": 64,
+            "train.micro_batch_size": 4, "schedule.max_steps": steps, "schedule.warmup_steps": 2,
+            "checkpoint.every": 2, "checkpoint.keep": 2, "eval.every": 4, "eval.windows": 8,
+            "log.progress": False, "train.peak_tflops": 0.1, **extra}
+    return [f"{k}={v}" for k, v in base.items()]

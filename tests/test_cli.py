@@ -7,7 +7,8 @@ import torch
 
 from alaya.cli import build_parser, main
 
-SUBCOMMANDS = [["quickstart"], ["tokenizer", "train"], ["infer"], ["chat"], ["serve"], ["model", "init"], ["model", "info"]]
+SUBCOMMANDS = [["quickstart"], ["tokenizer", "train"], ["infer"], ["chat"], ["serve"], ["pretrain"], ["data", "tokenize"],
+               ["plot"], ["plan"], ["model", "init"], ["model", "info"]]
 
 
 def run_cli(*args, check=True):

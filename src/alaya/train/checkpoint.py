@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 TRAINER_STATE = "trainer_state.json"
@@ -137,8 +138,11 @@ def load_latest(run_dir: str | Path, model, optimizer) -> tuple[dict, Path] | No
         ok, error = True, ""
         try:
             state = load_checkpoint(path, model, optimizer)
-        except Exception as e:  # a damaged checkpoint can fail in many ways (missing file, bad bytes, shapes)
-            ok, error = False, f"{type(e).__name__}: {e}"
+        # a damaged checkpoint fails in many ways (missing file, bad bytes, shapes); DCP's own
+        # CheckpointException derives from BaseException, not Exception
+        except (Exception, CheckpointException) as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            ok, error = False, f"{type(e).__name__}: {first[:300]}"
         if dist.is_available() and dist.is_initialized():
             device = "cuda" if dist.get_backend() == "nccl" else "cpu"
             flag = torch.tensor([1 if ok else 0], device=device)

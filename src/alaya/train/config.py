@@ -15,7 +15,7 @@ import yaml
 PRETRAIN_DEFAULTS: dict[str, Any] = {
     "run_dir": "runs/pretrain",
     "seed": 0,
-    "model": {"preset": "alaya-tiny"},
+    "model": {},  # {preset: NAME, FIELD: value, ...} or {path: DIR}; empty means {preset: alaya-tiny}
     "tokenizer": None,  # a tokenizer folder; default: the data's (recorded in its index.json)
     "data": {
         "path": None,  # a folder written by `alaya data tokenize`
@@ -51,9 +51,9 @@ def _merge(base: dict, new: dict, where: str, open_keys: set[str]) -> dict:
     out = copy.deepcopy(base)
     for key, value in new.items():
         path = f"{where}.{key}" if where else key
-        if key not in base and path not in open_keys and where not in open_keys:
+        if key not in base and where not in open_keys:
             raise ConfigError(f"unknown config key '{path}'; known: {', '.join(sorted(base))}")
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and path not in open_keys:
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
             out[key] = _merge(base[key], value, path, open_keys)
         else:
             out[key] = copy.deepcopy(value)
@@ -125,6 +125,8 @@ def _check(cfg: dict) -> None:
     need(isinstance(c["every"], int) and c["every"] >= 1, f"checkpoint.every must be >= 1, got {c['every']!r}")
     need(isinstance(c["keep"], int) and c["keep"] >= 1, f"checkpoint.keep must be >= 1, got {c['keep']!r}")
     m = cfg["model"]
+    if isinstance(m, dict) and "preset" not in m and "path" not in m:
+        m["preset"] = "alaya-tiny"
     need(isinstance(m, dict) and (("preset" in m) != ("path" in m)),
          "model needs exactly one of model.preset (a preset name) or model.path (a model folder)")
     need(cfg["data"]["path"] is not None, "data.path is not set: a folder written by `alaya data tokenize`")
