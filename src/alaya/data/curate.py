@@ -1,0 +1,180 @@
+"""``alaya data curate``: a pipeline of stages from a YAML config, locally or on Ray, resumable.
+
+Output folder::
+
+    OUT/config.yaml                 the pipeline as run (a rerun with another config is refused)
+    OUT/stages/NN-NAME/             one folder per stage (data/, removed/, quarantine/, manifest.json)
+    OUT/stats.json                  tokens, documents and characters by language and type, quality scores
+    OUT/mixture.json                sampling weights per source (``alaya pretrain data.mixture=...``)
+    OUT/report/                     report.md and PNG charts
+    OUT/manifest.json               every stage's counts, the curated data folder, time, MB/s
+
+The curated documents are the last stage's ``data/`` (listed in manifest.json as ``output``).
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from alaya.data.documents import Quarantine, expand_paths
+from alaya.data.engine import atomic_write_json, data_parts, finish_stage, make_engine, run_document_shard
+from alaya.data.mixture import SEED_LANG, SEED_TYPE, mixture_weights
+from alaya.data.stages import build_stage
+
+DEFAULT_PIPELINE: list[dict[str, Any]] = [
+    {"stage": "normalize"},
+    {"stage": "language"},
+    {"stage": "filter"},
+    {"stage": "exact_dedup"},
+    {"stage": "fuzzy_dedup", "threshold": 0.8},
+    {"stage": "fuzzy_dedup", "level": "paragraph", "threshold": 0.8},
+    {"stage": "type"},
+]
+QUALITY_BINS = 20
+LENGTH_EDGES = [0] + [int(10 ** (k / 4)) for k in range(4, 29)]  # 10, 17, 31, ... 10^7 characters
+CHARS_PER_TOKEN_ESTIMATE = {"en": 4.0, "zh": 1.4, "code": 3.2, "other": 3.0}
+
+
+def load_pipeline_config(path: str | Path | None) -> dict:
+    cfg: dict[str, Any] = {"pipeline": DEFAULT_PIPELINE, "mixture": {}, "report": True}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML: {e}") from None
+        unknown = set(loaded) - set(cfg)
+        if unknown:
+            raise ValueError(f"{p}: unknown keys {sorted(unknown)}; known: pipeline, mixture, report")
+        cfg.update(loaded)
+    if not isinstance(cfg["pipeline"], list) or not cfg["pipeline"]:
+        raise ValueError("pipeline must be a non-empty list of stages")
+    for entry in cfg["pipeline"]:
+        build_stage(entry)  # fail on a bad stage before any work
+    mixture_keys = {"lang", "type", "max_epochs", "total_tokens", "tokenizer"}
+    bad = set(cfg["mixture"] or {}) - mixture_keys
+    if bad:
+        raise ValueError(f"unknown mixture keys {sorted(bad)}; known: {sorted(mixture_keys)}")
+    return cfg
+
+
+def run_stage(stage, engine, inputs: Sequence[str], out: Path) -> dict:
+    """One stage over its input shards into ``out`` (skipped when ``out/manifest.json`` exists)."""
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        return json.loads(manifest.read_text(encoding="utf-8"))
+    out.mkdir(parents=True, exist_ok=True)
+    if not getattr(stage, "per_document", True):
+        return stage.run(engine, list(inputs), out)
+    tasks = [{"stage": stage, "input": src, "output": str(out), "part": f"{i:05d}"} for i, src in enumerate(inputs)]
+    counts = engine.map(run_document_shard, tasks, desc=stage.name)
+    return finish_stage(out, stage.name, counts)
+
+
+def run_curate(config: str | None, inputs: Sequence[str], output: str, engine: str = "local",
+               processes: int | None = None, address: str | None = None) -> dict:
+    cfg = load_pipeline_config(config)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    files = expand_paths(inputs)
+    record = {"config": cfg, "inputs": files}
+    cfg_path = out / "config.yaml"
+    if cfg_path.exists():
+        old = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        if old != json.loads(json.dumps(record)):
+            raise ValueError(f"{out} was curated with another config or inputs; use a new --output")
+    else:
+        cfg_path.write_text(yaml.safe_dump(json.loads(json.dumps(record)), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    final = out / "manifest.json"
+    if final.exists():
+        print(f"{out}: already finished; nothing to do", flush=True)
+        return json.loads(final.read_text(encoding="utf-8"))
+    eng = make_engine(engine, processes, address)
+    t0 = time.perf_counter()
+    manifests, current = [], files
+    for k, entry in enumerate(cfg["pipeline"], 1):
+        stage = build_stage(entry)
+        stage_dir = out / "stages" / f"{k:02d}-{stage.name}"
+        m = run_stage(stage, eng, current, stage_dir)
+        manifests.append(m)
+        print(f"[{k}/{len(cfg['pipeline'])}] {stage.name}: in {m['in']}, kept {m['kept']}, removed {m['removed']}, "
+              f"quarantined {m['quarantined']}", flush=True)
+        current = data_parts(stage_dir)
+    mix_cfg = cfg["mixture"] or {}
+    stats = collect_stats(eng, current, mix_cfg.get("tokenizer"))
+    atomic_write_json(out / "stats.json", stats)
+    mixture = mixture_weights(stats["tokens"], mix_cfg.get("lang", SEED_LANG), mix_cfg.get("type", SEED_TYPE),
+                              mix_cfg.get("max_epochs", 4.0), mix_cfg.get("total_tokens"))
+    mixture["token_count"] = stats["token_count"]
+    atomic_write_json(out / "mixture.json", mixture)
+    seconds = time.perf_counter() - t0
+    mb = manifests[0]["bytes_in"] / 1e6 if manifests else 0.0
+    summary = {"output": str(out / "stages" / f"{len(cfg['pipeline']):02d}-{manifests[-1]['stage']}" / "data"),
+               "engine": engine, "stages": manifests, "documents_in": manifests[0]["in"] if manifests else 0,
+               "documents_out": manifests[-1]["kept"] if manifests else 0, "seconds": round(seconds, 2),
+               "mb_in": round(mb, 3), "mb_per_s": round(mb / seconds, 3) if seconds else None,
+               "processes": getattr(eng, "processes", None)}
+    if cfg.get("report", True):
+        from alaya.data.report import write_report
+
+        summary["report"] = str(write_report(out, summary, stats, mixture))
+    atomic_write_json(final, summary)
+    return summary
+
+
+def _stats_task(t: dict) -> dict:
+    from alaya.data.engine import read_shard
+
+    tok = None
+    if t.get("tokenizer"):
+        from alaya.tokenizer import AlayaTokenizer
+
+        tok = AlayaTokenizer.load(t["tokenizer"])
+    out = {"tokens": {}, "documents": {}, "chars": {}, "quality_hist": [0] * QUALITY_BINS,
+           "length_hist": [0] * len(LENGTH_EDGES)}
+    batch: list = []
+
+    def flush():
+        counts = [len(x) for x in tok.encode_batch([d.text for d in batch])] if tok else None
+        for k, d in enumerate(batch):
+            lang = d.meta.get("lang", "other")
+            src = f"{lang}-{'code' if lang == 'code' else d.meta.get('type', 'others')}"
+            n = counts[k] if counts else int(round(len(d.text) / CHARS_PER_TOKEN_ESTIMATE.get(lang, 3.0)))
+            out["tokens"][src] = out["tokens"].get(src, 0) + n
+            out["documents"][src] = out["documents"].get(src, 0) + 1
+            out["chars"][src] = out["chars"].get(src, 0) + len(d.text)
+            if isinstance(d.meta.get("quality"), (int, float)):
+                out["quality_hist"][min(QUALITY_BINS - 1, max(0, int(d.meta["quality"] * QUALITY_BINS)))] += 1
+            out["length_hist"][bisect.bisect_right(LENGTH_EDGES, len(d.text)) - 1] += 1
+        batch.clear()
+
+    for d in read_shard(t["input"], Quarantine()):
+        batch.append(d)
+        if len(batch) >= 256:
+            flush()
+    flush()
+    return out
+
+
+def collect_stats(engine, parts: Sequence[str], tokenizer: str | None) -> dict:
+    res = engine.map(_stats_task, [{"input": p, "tokenizer": tokenizer} for p in parts], desc="stats")
+    total = {"tokens": {}, "documents": {}, "chars": {}, "quality_hist": [0] * QUALITY_BINS,
+             "length_hist": [0] * len(LENGTH_EDGES), "length_edges": LENGTH_EDGES}
+    for r in res:
+        for key in ("tokens", "documents", "chars"):
+            for k, v in r[key].items():
+                total[key][k] = total[key].get(k, 0) + v
+        for key in ("quality_hist", "length_hist"):
+            total[key] = [a + b for a, b in zip(total[key], r[key])]
+    total["token_count"] = "tokenizer" if tokenizer else "estimated from characters (chars per token: " + \
+        ", ".join(f"{k} {v}" for k, v in CHARS_PER_TOKEN_ESTIMATE.items()) + ")"
+    for key in ("tokens", "documents", "chars"):
+        total[key] = dict(sorted(total[key].items()))
+    return total
