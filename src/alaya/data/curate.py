@@ -178,3 +178,22 @@ def collect_stats(engine, parts: Sequence[str], tokenizer: str | None) -> dict:
     for key in ("tokens", "documents", "chars"):
         total[key] = dict(sorted(total[key].items()))
     return total
+
+
+def run_single_stage(entry: dict, inputs: Sequence[str], output: str, engine: str = "local",
+                     processes: int | None = None, address: str | None = None) -> dict:
+    """One stage (its own subcommand) from inputs into ``output`` (a stage folder); resumable."""
+    stage = build_stage(entry)
+    files = expand_paths(inputs)
+    return run_stage(stage, make_engine(engine, processes, address), files, Path(output))
+
+
+def run_mix(inputs: Sequence[str], output: str, tokenizer: str | None = None, max_epochs: float = 4.0,
+            total_tokens: float | None = None, processes: int | None = None) -> dict:
+    """Token counts of curated documents → mixture.json (weights for ``alaya pretrain data.mixture``)."""
+    files = expand_paths(inputs)
+    stats = collect_stats(make_engine("local", processes), files, tokenizer)
+    mixture = mixture_weights(stats["tokens"], SEED_LANG, SEED_TYPE, max_epochs, total_tokens)
+    mixture["token_count"] = stats["token_count"]
+    atomic_write_json(Path(output), mixture)
+    return mixture

@@ -68,7 +68,7 @@ def mixture_weights(tokens: Mapping[str, int], lang: Mapping[str, float] = SEED_
         "weights": {n: round(drawn[n] / total, 6) for n in sorted(tokens) if drawn[n] > 0},
         "epochs": {n: round(e, 4) for n, e in sorted(epochs.items())},
         "tokens_available": dict(sorted(tokens.items())),
-        "token_budget": int(budget),
+        "token_budget": int(round(budget)),
         "max_epochs": max_epochs,
         "achieved": {"lang": marginal(drawn, lang_of), "type_of_natural_language": marginal(natural, type_of)},
         "available": {"lang": marginal(tokens, lang_of), "type_of_natural_language":
