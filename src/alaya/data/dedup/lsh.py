@@ -18,13 +18,16 @@ def candidate_pairs(keys: np.ndarray, ids: np.ndarray | None = None, max_bucket:
     """[m, 2] int64 pairs (i < j) of rows (or of ``ids``) that share a key in one column of ``keys``."""
     n = len(keys)
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-    out = []
+    # a pair found in several bands is kept once: pairs are merged band by band as 64-bit codes
+    # (i << 32 | j), so memory stays near the number of distinct pairs, not bands × pairs
+    codes = np.zeros(0, dtype=np.int64)
     for band in range(keys.shape[1]):
-        out.append(_band_pairs(keys[:, band], ids, max_bucket))
-    if not out:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.concatenate(out)
-    return unique_pairs(pairs)
+        p = _band_pairs(keys[:, band], ids, max_bucket)
+        if len(p):
+            p = np.sort(p, axis=1)
+            p = p[p[:, 0] != p[:, 1]]
+            codes = np.union1d(codes, (p[:, 0] << 32) | p[:, 1])
+    return np.stack([codes >> 32, codes & 0xFFFFFFFF], axis=1).astype(np.int64)
 
 
 def _band_pairs(col: np.ndarray, ids: np.ndarray, max_bucket: int) -> np.ndarray:

@@ -26,7 +26,6 @@ EMPTY = np.uint32(0xFFFFFFFF)
 _BASE = np.uint64(1000003)
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
 _U64 = np.uint64
-_SPACES = re.compile(r"[^\S\x00]+")
 
 
 def normalize_for_hash(text: str) -> str:
@@ -120,9 +119,6 @@ def _combine(units: np.ndarray, doc: np.ndarray, k: int) -> tuple[np.ndarray, np
 
 
 def _word_shingles(texts: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    global _WORD_TABLE
-    if _WORD_TABLE is None:
-        _WORD_TABLE = _word_table()
     joined = "\x00".join(texts)
     cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     n = len(cps)
@@ -155,12 +151,41 @@ def _char_shingles(texts: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray
     return _combine(units, doc[keep].astype(np.int64), ngram)
 
 
+_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x3040, 0x30FF), (0xAC00, 0xD7AF))
+
+
+def _fold(texts: list[str]) -> str:
+    """The batch joined by NUL, NFKC-normalised (skipped when already normal) and case-folded."""
+    joined = "\x00".join(t.replace("\x00", " ") for t in texts)
+    if not unicodedata.is_normalized("NFKC", joined):
+        joined = unicodedata.normalize("NFKC", joined)
+    return joined.casefold()
+
+
 def batch_shingles(texts: list[str], ngram: int = 5, char_ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """All shingle hashes of a batch (with repeats) and the index of the document of each."""
-    # one normalisation call for the whole batch (the separator survives NFKC, case folding and \s+)
-    joined = _SPACES.sub(" ", unicodedata.normalize("NFKC", "\x00".join(t.replace("\x00", " ") for t in texts)).casefold())
+    """All shingle hashes of a batch (with repeats) and the index of the document of each.
+
+    Whitespace needs no collapsing here: words are found by word characters, and character shingles skip
+    spaces. A document is shingled by characters when CJK characters are more than 30 % of its word
+    characters (counted on the code-point array, no Python loop per character).
+    """
+    global _WORD_TABLE
+    if _WORD_TABLE is None:
+        _WORD_TABLE = _word_table()
+    joined = _fold(texts)
     norm = joined.split("\x00")
-    cjk = np.array([is_cjk(t) for t in norm], dtype=bool)
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    cjk_mask = np.zeros(len(cps), dtype=bool)
+    for lo, hi in _CJK_RANGES:
+        cjk_mask |= (cps >= lo) & (cps <= hi)
+    small = cps < 0x3000
+    wordish = np.where(small, _WORD_TABLE[np.minimum(cps, 0x2FFF)], True) & (cps != 0)
+    starts = np.concatenate([[0], np.nonzero(cps == 0)[0] + 1])
+    n_cjk = np.add.reduceat(cjk_mask, starts) if len(cps) else np.zeros(len(texts))
+    n_word = np.add.reduceat(wordish, starts) if len(cps) else np.zeros(len(texts))
+    if len(cps) and starts[-1] == len(cps):  # reduceat at an empty last document reads one element too far
+        n_cjk[-1] = n_word[-1] = 0
+    cjk = (n_cjk > 0) & (n_cjk > 0.3 * np.maximum(n_word, 1))
     parts_h, parts_d = [], []
     for mask, fn, k in ((~cjk, _word_shingles, ngram), (cjk, _char_shingles, char_ngram)):
         idx = np.nonzero(mask)[0]
@@ -251,11 +276,14 @@ def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weigh
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """[n, bands] uint64: one hash per band of ``rows`` signature values (band index mixed in)."""
+    """[n, bands] uint64: one hash per band of ``rows`` signature values (band index mixed in).
+
+    Band by band, so the extra memory is one band's columns, not a 64-bit copy of all signatures."""
     n = len(signatures)
-    sig = signatures[:, : bands * rows].astype(np.uint64).reshape(n, bands, rows)
-    keys = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64), (n, bands)).copy()
-    with np.errstate(over="ignore"):
+    keys = np.empty((n, bands), dtype=np.uint64)
+    for b in range(bands):
+        k = np.full(n, b + 1, dtype=np.uint64)
         for r in range(rows):
-            keys = _splitmix64(keys ^ sig[:, :, r])
+            k = _splitmix64(k ^ signatures[:, b * rows + r].astype(np.uint64))
+        keys[:, b] = k
     return keys

@@ -6,8 +6,10 @@
    paragraph at ``level: paragraph``.
 2. reduce (a task per partition): exact hashes are partitioned by value, fuzzy band keys by band, so no
    task needs all signatures; each finds the units that share a key (candidate pairs).
-3. verify (a task per chunk of pairs): exact pairs must have equal normalised text; fuzzy pairs a
-   normalised Levenshtein similarity of at least ``edit_threshold`` (rapidfuzz).
+3. verify (a task per chunk of pairs): exact pairs must have equal normalised text; fuzzy pairs (with
+   ``verify: both``, the default) an exact shingle Jaccard of at least ``threshold`` (what MinHash only
+   estimated) and a normalised Levenshtein similarity of at least ``edit_threshold`` (rapidfuzz);
+   ``verify: edit`` or ``jaccard`` uses one of the two.
 4. cluster (the driver, which holds only the verified pairs and one length and quality per unit):
    union-find, then one unit kept per cluster by ``keep`` (first, longest, quality).
 5. apply (a task per shard): documents go to ``data/`` or ``removed/`` with ``duplicate_of``; at
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from alaya.data.dedup.lsh import candidate_pairs, choose_kept, clusters, unique_pairs
-from alaya.data.dedup.minhash import MinHasher, band_keys, lsh_params, normalize_for_hash
+from alaya.data.dedup.minhash import MinHasher, band_keys, jaccard, lsh_params, normalize_for_hash
 from alaya.data.documents import Document, Quarantine
 from alaya.data.engine import PartWriter, atomic_write_json, finish_stage, quarantine_sink, read_shard, removal_record
 
@@ -137,11 +139,15 @@ class FuzzyDedup(_DedupBase):
     name = "fuzzy_dedup"
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, char_ngram: int = 5,
-                 edit_threshold: float = 0.7, bands: int | None = None, rows: int | None = None, seed: int = 1,
-                 max_bucket: int = 32, **kw):
+                 edit_threshold: float = 0.7, verify: str = "both", bands: int | None = None, rows: int | None = None,
+                 seed: int = 1, max_bucket: int = 32, **kw):
         super().__init__(**kw)
+        if verify not in ("both", "edit", "jaccard"):
+            raise ValueError(f"verify must be both, edit or jaccard, got {verify!r}")
+        self.verify = verify
         if bands is None or rows is None:
-            bands, rows = lsh_params(threshold, num_perm)
+            # candidates are verified, so a missed pair costs more than a false one: weigh recall
+            bands, rows = lsh_params(threshold, num_perm, fp_weight=0.05, fn_weight=0.95)
         if bands * rows > num_perm:
             raise ValueError(f"bands × rows = {bands * rows} exceeds num_perm {num_perm}")
         self.threshold, self.num_perm, self.ngram, self.char_ngram = threshold, num_perm, ngram, char_ngram
@@ -270,13 +276,24 @@ def _verify_task(t: dict) -> np.ndarray:
     text = _UnitTexts(stage, work, t["shards"], t["offsets"])
     ok = np.zeros(len(pairs), dtype=bool)
     if isinstance(stage, FuzzyDedup) and len(pairs):
-        from rapidfuzz.distance import Levenshtein
-        from rapidfuzz.process import cpdist
+        ok[:] = True
+        if stage.verify in ("both", "jaccard"):
+            hasher = MinHasher(stage.num_perm, stage.ngram, stage.char_ngram, stage.seed)
+            shingles: dict[int, np.ndarray] = {}
+            for k, (i, j) in enumerate(pairs.tolist()):
+                for u in (i, j):
+                    if u not in shingles:
+                        shingles[u] = hasher.shingles(text(u))
+                ok[k] = jaccard(shingles[i], shingles[j]) >= stage.threshold
+        if stage.verify in ("both", "edit") and ok.any():
+            from rapidfuzz.distance import Levenshtein
+            from rapidfuzz.process import cpdist
 
-        a = [normalize_for_hash(text(int(i))) for i in pairs[:, 0]]
-        b = [normalize_for_hash(text(int(j))) for j in pairs[:, 1]]
-        sims = cpdist(a, b, scorer=Levenshtein.normalized_similarity, score_cutoff=stage.edit_threshold, workers=1)
-        ok = np.asarray(sims) >= stage.edit_threshold
+            sel = np.nonzero(ok)[0]
+            a = [normalize_for_hash(text(int(i))) for i in pairs[sel, 0]]
+            b = [normalize_for_hash(text(int(j))) for j in pairs[sel, 1]]
+            sims = cpdist(a, b, scorer=Levenshtein.normalized_similarity, score_cutoff=stage.edit_threshold, workers=1)
+            ok[sel] = np.asarray(sims) >= stage.edit_threshold
     else:
         for k, (i, j) in enumerate(pairs):
             ok[k] = stage.equal(text(int(i)), text(int(j)))
