@@ -23,6 +23,8 @@ import re
 from collections import Counter
 from dataclasses import replace
 
+import numpy as np
+
 from alaya.data.documents import Document
 from alaya.data.stages.base import DocumentStage
 
@@ -87,30 +89,68 @@ def repetition_issue(text: str, units: list[str], cfg: dict, scale: int = 1) -> 
         return "repetition_dup_line_chars"
     if pcf > cfg["max_dup_para_char_fraction"]:
         return "repetition_dup_paragraph_chars"
-    total = sum(len(u) for u in units)
+    if not units:
+        return None
+    # units as integer ids, n-grams as rolling 64-bit hashes: no Python tuple per n-gram
+    joined = "".join(units)
+    if len(joined) == len(units):  # characters (Chinese): the code points are the ids
+        ids = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+        lens = np.ones(len(units), dtype=np.int64)
+    else:
+        index: dict[str, int] = {}
+        ids = np.fromiter((index.setdefault(u, len(index)) for u in units), dtype=np.uint64, count=len(units))
+        lens = np.fromiter((len(u) for u in units), dtype=np.int64, count=len(units))
+    grams = _NgramHashes(ids)
+    total = int(lens.sum())
     if not total:
         return None
+    csum = np.concatenate([[0], np.cumsum(lens)])
     for n, limit in cfg["max_top_ngram_char_fraction"].items():
         n *= scale
-        grams = Counter(tuple(units[i : i + n]) for i in range(len(units) - n + 1))
-        if grams:
-            gram, count = grams.most_common(1)[0]
-            if count > 1 and count * sum(len(u) for u in gram) / total > limit:
+        if len(units) < n:
+            continue
+        h = grams(n)
+        uniq, first, counts = np.unique(h, return_index=True, return_counts=True)
+        best = int(counts.argmax())
+        if counts[best] > 1:
+            start = int(first[best])
+            if counts[best] * (csum[start + n] - csum[start]) / total > limit:
                 return f"repetition_top_{n}gram"
     for n, limit in cfg["max_dup_ngram_char_fraction"].items():
         n *= scale
         if len(units) < n:
             continue
-        seen, covered = set(), [False] * len(units)
-        for i in range(len(units) - n + 1):
-            g = tuple(units[i : i + n])
-            if g in seen:
-                for j in range(i, i + n):
-                    covered[j] = True
-            seen.add(g)
-        if sum(len(u) for u, c in zip(units, covered) if c) / total > limit:
+        h = grams(n)
+        _, first = np.unique(h, return_index=True)
+        dup = np.ones(len(h), dtype=bool)
+        dup[first] = False  # every occurrence after the first is a duplicate n-gram
+        starts = np.nonzero(dup)[0]
+        if not len(starts):
+            continue
+        cover = np.zeros(len(units) + 1, dtype=np.int64)
+        np.add.at(cover, starts, 1)
+        np.add.at(cover, starts + n, -1)
+        covered = np.cumsum(cover)[:-1] > 0
+        if lens[covered].sum() / total > limit:
             return f"repetition_dup_{n}gram"
     return None
+
+
+class _NgramHashes:
+    """Rolling hashes of the n-grams of an id array; the hashes for n are extended from those for n - 1."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids, self.n, self.h = ids, 0, np.zeros(len(ids) + 1, dtype=np.uint64)
+
+    def __call__(self, n: int) -> np.ndarray:
+        if n < self.n:
+            self.n, self.h = 0, np.zeros(len(self.ids) + 1, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            while self.n < n:
+                m = len(self.ids) - self.n
+                self.h = (self.h[:m] ^ self.ids[self.n : self.n + m]) * np.uint64(0x100000001B3) + np.uint64(self.n + 1)
+                self.n += 1
+        return self.h
 
 
 def gopher_issue(text: str, words: list[str], cfg: dict) -> str | None:
