@@ -28,7 +28,6 @@ def main() -> None:
     for p in args.processes:
         out = tempfile.mkdtemp(prefix=f"alaya-curate-{p}-")
         m = run_curate(None, args.input, out, processes=p)
-        stages = {s["stage"] + (f"({s['level']})" if s.get("level") == "paragraph" else ""): s for s in m["stages"]}
         rows.append({"processes": p, "mb": m["mb_in"], "seconds": m["seconds"], "mb_per_s": m["mb_per_s"],
                      "mb_per_s_per_core": round(m["mb_per_s"] / p, 3), "docs_in": m["documents_in"],
                      "docs_out": m["documents_out"]})

@@ -198,7 +198,7 @@ def main() -> None:
     print(f"{'':<36}{'docs/s':>10}{'pairs':>8}{'precision':>11}{'recall':>8}")
     for name, label in (("datasketch", "datasketch MinHash + MinHashLSH"), ("alaya_lsh", "alaya MinHash + LSH"),
                         ("alaya_edit", f"alaya + edit similarity >= {args.edit_threshold}"),
-                        ("alaya_verified", f"alaya + edit + exact Jaccard")):
+                        ("alaya_verified", "alaya + edit + exact Jaccard")):
         x = rows[name]
         print(f"{label:<36}{x['docs_per_s']:>10.0f}{x['candidates']:>8}{x['precision']:>11.3f}{x['recall']:>8.3f}")
     print(f"speed ratio (MinHash + LSH): {rows['alaya_lsh']['docs_per_s'] / rows['datasketch']['docs_per_s']:.1f}x")

@@ -1,27 +1,28 @@
-"""``alaya quickstart``: the whole flow that exists so far, on the embedded corpus, in a few minutes on a laptop.
+"""``alaya quickstart``: the whole flow on the embedded corpus, in a few minutes on a laptop.
 
-corpus -> tokenizer -> tiny MPT pretraining -> Hugging Face model folder -> a generated sample.
+corpus -> tokenizer -> token shards -> ``alaya pretrain`` (the same loop, checkpoints and metrics as any
+run) -> Hugging Face model folder -> a generated sample.
 """
 from __future__ import annotations
 
 import json
-import math
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from tqdm import tqdm
 
 from alaya.data.documents import Quarantine, read_documents
 from alaya.infer.generate import GenerationConfig, generate
 from alaya.model.config import preset
-from alaya.model.hf import load_model, save_model
-from alaya.model.mpt import AlayaForCausalLM
+from alaya.model.hf import load_model
 from alaya.prompt import format_prompt
 from alaya.tokenizer import AlayaTokenizer, chars_per_token, train_tokenizer
-from alaya.train.data import pack_documents, random_windows, sequential_windows
-from alaya.train.loop import OptimConfig, evaluate_loss, train_loop
+from alaya.train.plot import read_metrics
+from alaya.train.pretrain import run_pretrain
+from alaya.train.shards import tokenize_to_shards
 
 
 def run_quickstart(
@@ -37,27 +38,23 @@ def run_quickstart(
     workdir.mkdir(parents=True, exist_ok=True)
     if fast:
         steps = min(steps, 40)
-    torch.manual_seed(seed)
     config = preset(model_preset)
     t_start = time.perf_counter()
 
-    log(f"[1/4] reading {', '.join(corpus)}")
+    log(f"[1/4] reading {', '.join(corpus)} and training a {config.vocab_size}-token byte-level BPE tokenizer")
     quarantine = Quarantine()
     docs = list(tqdm(read_documents(corpus, quarantine), desc="documents", unit=" docs", leave=False))
     if not docs:
         raise ValueError(f"no documents in {list(corpus)}")
     if quarantine.count:
         log(f"      {quarantine.count} malformed records skipped, e.g. {quarantine.records[0].to_json()}")
-    # every 10th document of each language is held out (perplexity, characters per token)
     seen: dict[str, int] = {}
     held_out, train_docs = [], []
-    for d in docs:
+    for d in docs:  # every 10th document of each language is held out for characters per token
         lang = d.meta.get("lang", "other")
         seen[lang] = seen.get(lang, 0) + 1
         (held_out if seen[lang] % 10 == 0 else train_docs).append(d)
     log(f"      {len(docs)} documents, {sum(len(d.text) for d in docs) / 1e6:.1f} M characters")
-
-    log(f"[2/4] training a {config.vocab_size}-token byte-level BPE tokenizer")
     tokenizer = train_tokenizer((d.text for d in train_docs), vocab_size=config.vocab_size, show_progress=False)
     tokenizer.model_max_length = config.max_seq_len
     tok_dir = workdir / "tokenizer"
@@ -69,28 +66,31 @@ def run_quickstart(
             stats[lang] = round(chars_per_token(tokenizer, texts), 3)
     log(f"      characters per token on held-out text: {stats}")
 
-    log(f"[3/4] pretraining {model_preset} ({config.num_parameters() / 1e6:.2f} M parameters) for {steps} steps")
-    train_tokens = pack_documents(tokenizer.encode_batch([d.text for d in train_docs]), tokenizer.eos_id, config.vocab_size)
-    eval_tokens = pack_documents(tokenizer.encode_batch([d.text for d in held_out]), tokenizer.eos_id, config.vocab_size)
+    log("[2/4] tokenizing into shards by source (alaya data tokenize)")
+    tokens_dir = workdir / "tokens"
+    shutil.rmtree(tokens_dir, ignore_errors=True)  # the tokenizer was just retrained
+    tokenize_to_shards(list(corpus), tok_dir, tokens_dir, heldout_fraction=0.1, processes=1, progress=False)
+
+    log(f"[3/4] pretraining {model_preset} ({config.num_parameters() / 1e6:.2f} M parameters) for {steps} steps "
+        f"(alaya pretrain)")
+    for stale in ("checkpoints", "final", "metrics.jsonl"):  # a quickstart always starts fresh
+        path = workdir / stale
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     seq_len = min(128, config.max_seq_len)
-    eval_windows = sequential_windows(eval_tokens, seq_len, max_windows=64)
-    model = AlayaForCausalLM(config)
-    precision = "fp32"
-    ppl_before = math.exp(evaluate_loss(model, eval_windows, precision))
-    gen = torch.Generator().manual_seed(seed)
-    opt = OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=max(1, steps // 10), max_steps=steps)
-    metrics_path = workdir / "metrics.jsonl"
-    with open(metrics_path, "w", encoding="utf-8") as mf, tqdm(total=steps, desc="pretrain", unit=" step", mininterval=1.0) as bar:
-        for m in train_loop(model, lambda: random_windows(train_tokens, seq_len, 16, gen), opt, precision):
-            mf.write(json.dumps(m) + "\n")
-            bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.1e}", tok_s=f"{m['tokens_per_s']:.0f}")
-            bar.update(1)
-    ppl_after = math.exp(evaluate_loss(model, eval_windows, precision))
+    overrides = [f"run_dir={workdir}", f"seed={seed}", f"model.preset={model_preset}", f"data.path={tokens_dir}",
+                 f"tokenizer={tok_dir}", "optimizer.lr=3.0e-3", "optimizer.min_lr=3.0e-4",
+                 f"schedule.warmup_steps={max(1, steps // 10)}", f"schedule.max_steps={steps}",
+                 f"train.seq_len={seq_len}", "train.micro_batch_size=16", "train.precision=fp32",
+                 f"checkpoint.every={steps}", "checkpoint.keep=1", f"eval.every={steps}", "eval.windows=64"]
+    run_pretrain(None, overrides)
+    _, evals, _ = read_metrics(workdir)
+    ppl_before, ppl_after = evals[0]["eval_ppl"], evals[-1]["eval_ppl"]
     log(f"      held-out perplexity {ppl_before:.1f} -> {ppl_after:.1f}")
 
-    log("[4/4] saving the model folder and generating a sample")
+    log("[4/4] the model folder and a generated sample")
     model_dir = workdir / "model"
-    save_model(model, model_dir, tokenizer=tokenizer)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(workdir / "final", model_dir)
     reloaded = load_model(model_dir)
     tok = AlayaTokenizer.load(model_dir)
     prompt = format_prompt("What is the capital of France?")
@@ -102,7 +102,7 @@ def run_quickstart(
         "workdir": str(workdir.resolve()),
         "tokenizer": str(tok_dir.resolve()),
         "model": str(model_dir.resolve()),
-        "metrics": str(metrics_path.resolve()),
+        "metrics": str((workdir / "metrics.jsonl").resolve()),
         "chars_per_token": stats,
         "perplexity_before": round(ppl_before, 2),
         "perplexity_after": round(ppl_after, 2),
@@ -113,5 +113,5 @@ def run_quickstart(
     log(f"done in {summary['seconds']} s")
     log(f"  tokenizer: {summary['tokenizer']}")
     log(f"  model:     {summary['model']}   (loads with transformers.AutoModelForCausalLM.from_pretrained)")
-    log(f"  metrics:   {summary['metrics']}")
+    log(f"  metrics:   {summary['metrics']}   (draw them: alaya plot {workdir})")
     return summary

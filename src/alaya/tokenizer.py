@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from alaya.model.config import ALAYA_VOCAB_SIZE
 from alaya.prompt import CHAT_TEMPLATE

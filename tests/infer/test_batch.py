@@ -1,16 +1,12 @@
 import json
 
-import pytest
 
 from alaya.cli import main
 from alaya.infer.batch import extract_response
 from alaya.infer.generate import GenerationConfig, generate
-from alaya.model.config import preset
-from alaya.model.hf import load_model, save_model
-from alaya.model.mpt import AlayaForCausalLM
+from alaya.model.hf import load_model
 from alaya.prompt import format_prompt
-from alaya.tokenizer import AlayaTokenizer, train_tokenizer
-from alaya.data.documents import read_texts
+from alaya.tokenizer import AlayaTokenizer
 
 
 def read_out(path):

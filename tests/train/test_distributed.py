@@ -1,6 +1,5 @@
 """torchrun with 2 processes on CPU (gloo): DDP and FSDP2 train like one process with the same global batch,
 and a distributed checkpoint resumes exactly."""
-import json
 import os
 import shutil
 import subprocess

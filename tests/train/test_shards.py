@@ -26,7 +26,7 @@ def test_tokenize_groups_by_source_separates_documents_and_is_deterministic(tmp_
     tok_dir = token_dir.parent / "tok"
     inputs, rows = _docs(tmp_path)
     one = tokenize_to_shards(inputs, tok_dir, tmp_path / "one", heldout_fraction=0.2, processes=1, progress=False)
-    two = tokenize_to_shards(inputs, tok_dir, tmp_path / "two", heldout_fraction=0.2, processes=2, progress=False)
+    tokenize_to_shards(inputs, tok_dir, tmp_path / "two", heldout_fraction=0.2, processes=2, progress=False)
     assert _tree(tmp_path / "one") == _tree(tmp_path / "two")  # the process count does not change the bytes
     assert set(one["sources"]) == {"en-news", "zh-news"} and one["documents"] == 60 and one["quarantined"] == 1
     assert one["dtype"] == "uint16"

@@ -1,28 +1,11 @@
-"""The training step and a plain loop over it (the pretraining and SFT commands build on these)."""
+"""The training step and held-out evaluation, used by ``alaya pretrain`` (train/pretrain.py) for every run."""
 from __future__ import annotations
 
 import contextlib
-import math
-import time
-from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 
-from alaya.model.mpt import AlayaForCausalLM
-from alaya.train.optim import DecoupledAdamW, cosine_lr, set_lr
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 1.2e-4
-    min_lr: float = 1.2e-5
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 1e-5
-    grad_clip: float = 0.3
-    warmup_steps: int = 100
-    max_steps: int = 1000
+from alaya.train.optim import set_lr
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -31,11 +14,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-
-
-def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> DecoupledAdamW:
-    return DecoupledAdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                          weight_decay=cfg.weight_decay)
 
 
 def _grad_sync(model: torch.nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
@@ -102,26 +80,3 @@ def evaluate_loss(model: torch.nn.Module, batches: torch.Tensor, precision: str,
             _, loss = model(b, labels=b)
         losses.append(float(loss) * len(b))
     return sum(losses) / len(batches)
-
-
-def train_loop(
-    model: AlayaForCausalLM,
-    next_batch: Callable[[], torch.Tensor],
-    cfg: OptimConfig,
-    precision: str = "fp32",
-    grad_accum: int = 1,
-) -> Iterator[dict]:
-    """Run cfg.max_steps steps; yields one metrics dict a step."""
-    optimizer = make_optimizer(model, cfg)
-    tokens = 0
-    for step in range(1, cfg.max_steps + 1):
-        t0 = time.perf_counter()
-        micro = [next_batch() for _ in range(grad_accum)]
-        lr = cosine_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
-        loss, norm = train_step(model, optimizer, micro, lr, cfg.grad_clip, precision)
-        n = sum(b.numel() for b in micro)
-        tokens += n
-        dt = time.perf_counter() - t0
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate or use fp32")
-        yield {"step": step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": tokens, "tokens_per_s": n / dt}

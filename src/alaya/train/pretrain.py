@@ -200,6 +200,9 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
         bar = tqdm(total=s["max_steps"], initial=step, desc="pretrain", unit=" steps", mininterval=1.0,
                    disable=not (d.main and cfg["log"]["progress"]))
         last, last_eval = {}, {}
+        if evals is not None and step == 0:  # the starting point of the held-out curve
+            eval_loss = distributed.all_mean(evaluate_loss(model, evals, t["precision"], device=d.device), d)
+            log({"step": 0, "tokens": 0, "eval_loss": round(eval_loss, 6), "eval_ppl": round(math.exp(min(eval_loss, 50)), 3)})
         while step < s["max_steps"]:
             t0 = time.perf_counter()
             micro = sampler.global_batch(t["micro_batch_size"], d.world, t["grad_accum"], d.rank)

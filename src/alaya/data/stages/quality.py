@@ -4,12 +4,10 @@ generator seeded by the document id (the same choice on every run and every engi
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from dataclasses import replace
 from typing import Sequence
 
-import numpy as np
 
 from alaya.data.classifier import TextClassifier, binary_metrics, split_held_out
 from alaya.data.documents import Document, Quarantine, read_documents
