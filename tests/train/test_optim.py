@@ -47,3 +47,54 @@ def test_weight_decay_is_not_scaled_by_the_learning_rate_itself():
     opt.step()  # zero gradient: only the decay acts, by the full factor since lr_t == lr_max
     assert torch.allclose(p.detach(), torch.full((3,), 0.9))
     assert not math.isclose(0.9, 1 - 1e-3 * 0.1)
+
+
+def _tiny_model():
+    from alaya.model.config import preset
+    from alaya.model.mpt import AlayaForCausalLM
+
+    torch.manual_seed(0)
+    return AlayaForCausalLM(preset("alaya-tiny", vocab_size=64, d_model=32, n_heads=4, n_layers=2, max_seq_len=32))
+
+
+def test_train_step_clips_the_global_gradient_norm_to_0_3():
+    from alaya.train.loop import train_step
+
+    model = _tiny_model()
+    batch = torch.randint(0, 64, (4, 16))
+    model(batch, labels=batch)[1].backward()
+    raw = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
+    model.zero_grad()
+    seen = {}
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    orig = opt.step
+
+    def spy(*a, **k):  # the gradients the optimizer receives
+        seen["norm"] = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
+        return orig(*a, **k)
+
+    opt.step = spy
+    loss, norm = train_step(model, opt, [batch], lr=0.0, grad_clip=0.3, precision="fp32")
+    assert norm == pytest.approx(float(raw), rel=1e-5) and raw > 0.3  # the reported norm is before clipping
+    assert float(seen["norm"]) == pytest.approx(0.3, rel=1e-4)
+
+
+def test_gradient_accumulation_equals_one_big_batch_and_checkpointing_changes_nothing():
+    from alaya.train.loop import train_step
+
+    batch = torch.randint(0, 64, (4, 16))
+    results = []
+    for micro, ckpt, precision in [([batch], False, "fp32"), ([batch[:2], batch[2:]], False, "fp32"),
+                                   ([batch], True, "fp32"), ([batch], False, "bf16")]:
+        model = _tiny_model()
+        model.activation_checkpointing = ckpt
+        # SGD: the update is the (clipped) gradient itself; Adam's first step would turn tiny rounding
+        # differences of near-zero gradients into full-size sign flips
+        opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+        loss, norm = train_step(model, opt, micro, lr=1e-2, grad_clip=0.3, precision=precision)
+        results.append((loss, norm, torch.cat([p.detach().flatten() for p in model.parameters()])))
+    one, accum, ckpt, bf16 = results
+    assert accum[0] == pytest.approx(one[0], rel=1e-6) and accum[1] == pytest.approx(one[1], rel=1e-5)
+    assert torch.allclose(accum[2], one[2], atol=1e-6)
+    assert ckpt[0] == one[0] and torch.equal(ckpt[2], one[2])  # recomputation is exact
+    assert bf16[0] == pytest.approx(one[0], rel=2e-2)  # bf16 autocast: close, not equal

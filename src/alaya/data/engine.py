@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -91,6 +91,23 @@ def read_shard(path: str, quarantine: Quarantine, text_field: str = "text") -> I
 
 
 # ----------------------------------------------------------------------------- engines
+class _Progress:
+    """A bar over shard tasks that also shows documents per second (from the tasks' counts)."""
+
+    def __init__(self, total: int, desc: str, unit: str):
+        self.bar = tqdm(total=total, desc=desc, unit=unit, mininterval=1.0, disable=not desc, file=sys.stderr)
+        self.docs, self.t0 = 0, time.perf_counter()
+
+    def done(self, result) -> None:
+        self.bar.update(1)
+        if isinstance(result, dict):
+            self.docs += result.get("in", result.get("documents", 0))
+            self.bar.set_postfix(docs=self.docs, docs_s=f"{self.docs / max(time.perf_counter() - self.t0, 1e-9):.0f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class LocalEngine:
     name = "local"
 
@@ -99,19 +116,20 @@ class LocalEngine:
 
     def map(self, fn: Callable, tasks: Sequence, desc: str = "", unit: str = " shards") -> list:
         results: list = [None] * len(tasks)
-        with tqdm(total=len(tasks), desc=desc, unit=unit, mininterval=1.0, disable=not desc, file=sys.stderr) as bar:
+        bar = _Progress(len(tasks), desc, unit)
+        try:
             if self.processes == 1 or len(tasks) <= 1:
                 for i, t in enumerate(tasks):
                     results[i] = fn(t)
-                    bar.update(1)
+                    bar.done(results[i])
             else:
                 with ProcessPoolExecutor(min(self.processes, len(tasks))) as pool:
                     futures = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
-                    from concurrent.futures import as_completed
-
                     for fut in as_completed(futures):
                         results[futures[fut]] = fut.result()
-                        bar.update(1)
+                        bar.done(results[futures[fut]])
+        finally:
+            bar.close()
         return results
 
 
@@ -136,12 +154,15 @@ class RayEngine:
         results: list = [None] * len(refs)
         index = {ref: i for i, ref in enumerate(refs)}
         pending = list(refs)
-        with tqdm(total=len(refs), desc=desc, unit=unit, mininterval=1.0, disable=not desc, file=sys.stderr) as bar:
+        bar = _Progress(len(refs), desc, unit)
+        try:
             while pending:
                 done, pending = self.ray.wait(pending, num_returns=1)
                 for ref in done:
                     results[index[ref]] = self.ray.get(ref)
-                    bar.update(1)
+                    bar.done(results[index[ref]])
+        finally:
+            bar.close()
         return results
 
 
