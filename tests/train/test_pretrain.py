@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -99,3 +100,14 @@ def test_resume_with_a_changed_config_is_refused(tmp_path, token_dir):
     assert run(args).returncode == 0
     out = run(args + ["optimizer.lr=0.5", "--resume"])
     assert out.returncode == 2 and "optimizer.lr" in out.stderr
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path, token_dir):
+    """train.compile=true (torch.compile of the model) trains like eager: same losses within float tolerance."""
+    eager = run(tiny_run_overrides(tmp_path / "eager", token_dir, steps=3))
+    compiled = run(tiny_run_overrides(tmp_path / "compiled", token_dir, steps=3, **{"train.compile": "true"}))
+    assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr[-2000:]
+    a = [r["loss"] for r in read_metrics(tmp_path / "eager")[0]]
+    b = [r["loss"] for r in read_metrics(tmp_path / "compiled")[0]]
+    assert len(a) == len(b) == 3 and max(abs(x - y) for x, y in zip(a, b)) < 1e-3
