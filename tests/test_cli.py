@@ -8,7 +8,7 @@ import torch
 from alaya.cli import main
 
 SUBCOMMANDS = [["quickstart"], ["tokenizer", "train"], ["infer"], ["chat"], ["serve"], ["pretrain"], ["data", "tokenize"],
-               ["data", "curate"], ["data", "dedup"], ["data", "mix"], ["plot"], ["plan"], ["model", "init"], ["model", "info"]]
+               ["data", "curate"], ["data", "dedup"], ["data", "mix"], ["data", "report"], ["plot"], ["plan"], ["model", "init"], ["model", "info"]]
 
 
 def run_cli(*args, check=True):

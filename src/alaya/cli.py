@@ -214,6 +214,13 @@ def cmd_data_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_report(args: argparse.Namespace) -> int:
+    from alaya.data.report import report_folder
+
+    print(f"wrote {report_folder(args.folder)}")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from alaya.train.plot import plot_run
 
@@ -455,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="trust_metadata=false")
     _engine_args(tc)
     tc.set_defaults(func=cmd_data_stage, stage_name="type")
+
+    rp = dsub.add_parser("report", formatter_class=_formatter, help="(re)write the report of a curate output folder",
+                         description="report/report.md with per-stage counts and removal reasons, token shares by language and type\n"
+                                     "(pie charts), quality and length histograms, mixture achieved vs target.",
+                         epilog="example:\n  alaya data report curated")
+    rp.add_argument("folder", metavar="OUT", help="an `alaya data curate` output folder")
+    rp.set_defaults(func=cmd_data_report)
 
     mx = dsub.add_parser("mix", formatter_class=_formatter, help="token counts by language and type → mixture weights",
                          description="Per-source sampling weights that hit the seed's token shares (or as close as the data allow with\n"

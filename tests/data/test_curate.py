@@ -111,6 +111,9 @@ def test_curate_end_to_end_with_every_contract(dup_input, tmp_path):
     assert abs(sum(mixture["weights"].values()) - 1) < 1e-6 and max(mixture["epochs"].values()) <= 3 + 1e-9
     report = (out / "report" / "report.md").read_text()
     assert "| fuzzy_dedup" in report and (out / "report" / "shares.png").stat().st_size > 1000
+    (out / "report" / "report.md").unlink()
+    assert main(["data", "report", str(out)]) == 0 and (out / "report" / "report.md").read_text() == report
+    assert main(["data", "report", str(tmp_path)]) == 2  # not a curate folder: a clear error
     # re-running a finished job does nothing; another config in the same folder is refused
     assert run_curate(str(cfg), inputs, str(out))["seconds"] == summary["seconds"]
     cfg.write_text("pipeline:\n  - stage: normalize\n")

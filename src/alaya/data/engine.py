@@ -100,8 +100,9 @@ class _Progress:
 
     def done(self, result) -> None:
         self.bar.update(1)
-        if isinstance(result, dict):
-            self.docs += result.get("in", result.get("documents", 0))
+        n = result.get("in", result.get("documents")) if isinstance(result, dict) else None
+        if isinstance(n, int):
+            self.docs += n
             self.bar.set_postfix(docs=self.docs, docs_s=f"{self.docs / max(time.perf_counter() - self.t0, 1e-9):.0f}")
 
     def close(self) -> None:

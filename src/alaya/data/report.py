@@ -79,3 +79,16 @@ def write_report(out: Path, summary: dict, stats: dict, mixture: dict) -> Path:
     path = rep / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def report_folder(out: str | Path) -> Path:
+    """Rewrite the report of a finished ``alaya data curate`` folder from its manifest, stats and mixture."""
+    import json
+
+    out = Path(out)
+    files = {name: out / f"{name}.json" for name in ("manifest", "stats", "mixture")}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out}: not a finished `alaya data curate` folder (missing {', '.join(missing)})")
+    summary, stats, mixture = (json.loads(files[n].read_text(encoding="utf-8")) for n in ("manifest", "stats", "mixture"))
+    return write_report(out, summary, stats, mixture)

@@ -234,12 +234,14 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
             if t["stop_after"] is not None and step >= t["stop_after"] and step < s["max_steps"]:
                 _log(d, f"stopping after step {step} (train.stop_after)")
                 bar.close()
+                distributed.barrier(d)  # leave together: tearing gloo down under a busy peer can abort it
                 return {"run_dir": str(run_dir), "stopped": True, **last} if d.main else None
         bar.close()
         final = run_dir / "final"
         _save_final(model, final, tok_dir, d)
         if metrics is not None:
             metrics.close()
+        distributed.barrier(d)  # leave together: tearing gloo down under a busy peer can abort it
         if not d.main:
             return None
         return {"run_dir": str(run_dir), "final": str(final), **last,
