@@ -160,3 +160,14 @@ def test_ray_engine_gives_the_same_kept_ids_as_the_local_engine(dup_input, tmp_p
     for a, b in zip(local["stages"], remote["stages"]):
         assert (a["in"], a["kept"], a["removed"], a["quarantined"]) == (b["in"], b["kept"], b["removed"], b["quarantined"])
     assert _docs(Path(local["output"])) == _docs(Path(remote["output"]))  # same ids, same texts, same order
+
+
+def test_a_bad_pipeline_config_is_named_before_any_work(tmp_path):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- stage: normalize\n")
+    with pytest.raises(ValueError, match="list.yaml: the top level must be a mapping"):
+        run_curate(str(bad), ["builtin:demo-bilingual"], str(tmp_path / "out"))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("pipeline:\n  - stage: normalise\n")
+    with pytest.raises(ValueError, match="unknown stage 'normalise'"):
+        run_curate(str(typo), ["builtin:demo-bilingual"], str(tmp_path / "out2"))

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from alaya.configfile import read_yaml_mapping
 from alaya.data.documents import Quarantine, expand_paths
 from alaya.data.engine import atomic_write_json, data_parts, finish_stage, make_engine, run_document_shard
 from alaya.data.mixture import SEED_LANG, SEED_TYPE, mixture_weights
@@ -44,12 +45,7 @@ def load_pipeline_config(path: str | Path | None) -> dict:
     cfg: dict[str, Any] = {"pipeline": DEFAULT_PIPELINE, "mixture": {}, "report": True}
     if path:
         p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {p} not found")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML: {e}") from None
+        loaded = read_yaml_mapping(p)
         unknown = set(loaded) - set(cfg)
         if unknown:
             raise ValueError(f"{p}: unknown keys {sorted(unknown)}; known: pipeline, mixture, report")

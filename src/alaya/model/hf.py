@@ -277,17 +277,22 @@ def _plan_shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[st
 
 
 # ------------------------------------------------------------------------------------------- reading
-def read_config(folder: str | Path) -> ModelConfig:
-    path = Path(folder) / CONFIG_FILE
+def read_json_object(path: Path, missing: str) -> dict:
+    """A JSON object from ``path``; ``missing`` says what the folder should have been."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: not found; a model folder needs config.json")
+        raise FileNotFoundError(f"{path}: not found; {missing}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: must hold a JSON object")
-    return config_from_json(data, str(path))
+    return data
+
+
+def read_config(folder: str | Path) -> ModelConfig:
+    path = Path(folder) / CONFIG_FILE
+    return config_from_json(read_json_object(path, "a model folder needs config.json"), str(path))
 
 
 def _weight_files(folder: Path) -> list[Path]:

@@ -9,7 +9,6 @@ LoRA biases, ``modules_to_save``, an adapter on the tied embedding) are refused 
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from alaya.model.hf import CheckpointError
+from alaya.model.hf import CheckpointError, read_json_object
 from alaya.model.mpt import AlayaForCausalLM
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -38,12 +37,7 @@ def read_adapter(folder: str | Path) -> tuple[dict, dict[str, dict[str, torch.Te
     """The adapter's config and its weights grouped by module: {module: {"lora_A": A, "lora_B": B}}."""
     folder = Path(folder)
     cfg_path = folder / ADAPTER_CONFIG
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{folder}: not a PEFT adapter folder (no {ADAPTER_CONFIG})")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_path}: not valid JSON: {e}") from None
+    cfg = read_json_object(cfg_path, "not a PEFT adapter folder")
     if cfg.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not supported; only LORA adapters")
     if cfg.get("use_dora"):

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from alaya.configfile import read_yaml_mapping
+
 PRETRAIN_DEFAULTS: dict[str, Any] = {
     "run_dir": "runs/pretrain",
     "seed": 0,
@@ -83,15 +85,7 @@ def load_config(
     """Defaults, then the YAML file, then the overrides (in order)."""
     cfg = copy.deepcopy(defaults)
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {p} not found")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        loaded = read_yaml_mapping(path, ConfigError)
         cfg = _merge(cfg, loaded, "", set(open_keys))
     for text in overrides:
         keys, value = parse_override(text)
