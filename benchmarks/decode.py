@@ -18,6 +18,7 @@ import torch
 from transformers import MptForCausalLM
 
 from alaya.infer.generate import GenerationConfig, generate
+from alaya.infer.cpu_blas import use_fastest_blas
 from alaya.infer.loading import relayout_for_decoding, resolve_dtype
 from alaya.model.config import preset
 from alaya.model.hf import load_model, save_model
@@ -65,6 +66,7 @@ def main() -> None:
     save_model(AlayaForCausalLM(preset(args.preset)), folder)
     ours = load_model(folder, device=args.device, dtype=dtype).eval()
     relayout_for_decoding(ours)  # what alaya infer/chat/serve do after loading
+    use_fastest_blas(ours)
     theirs = MptForCausalLM.from_pretrained(folder, dtype=dtype).to(args.device).eval()
     V = ours.config.vocab_size
     n_params = ours.config.num_parameters()
@@ -107,7 +109,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     print(f"\n{args.preset} ({n_params / 1e6:.1f} M params, {dtype}), prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, greedy, {args.device} ({platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads), read bandwidth {bandwidth / 1e9:.1f} GB/s, weights {weight_bytes / 1e6:.0f} MB")
+          f"{torch.get_num_threads()} threads; alaya multiplies with {'numpy' if ours.blas else 'torch'}), read bandwidth {bandwidth / 1e9:.1f} GB/s, weights {weight_bytes / 1e6:.0f} MB")
     print(f"{'batch':>5} {'alaya tok/s':>12} {'transformers tok/s':>19} {'ratio':>6} {'of bandwidth bound':>19}")
     for r in rows:
         frac = f"{100 * r['fraction_of_bound']:.0f} %" if "fraction_of_bound" in r else ""

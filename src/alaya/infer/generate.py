@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from alaya.infer.cpu_blas import decode_threads
 from alaya.model.mpt import AlayaForCausalLM
 
 
@@ -160,8 +161,12 @@ class BatchDecoder:
                     tok[i] = torch.multinomial(probs[i], 1, generator=g)[0]
         return tok.tolist()
 
-    @torch.inference_mode()
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        with decode_threads(getattr(self.model, "blas", False)):
+            yield from self._steps()
+
+    @torch.inference_mode()
+    def _steps(self) -> Iterator[list[tuple[int, int]]]:
         model, L = self.model, self.L
         seen = self.ids
         logits, _ = model(self.ids, attention_mask=self.mask[:, :L], cache=self.cache, last_token_only=True)

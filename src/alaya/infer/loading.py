@@ -5,6 +5,7 @@ import sys
 
 import torch
 
+from alaya.infer.cpu_blas import use_fastest_blas
 from alaya.model.hf import load_model
 from alaya.model.lora import merge_adapter
 from alaya.model.mpt import AlayaForCausalLM
@@ -45,6 +46,8 @@ def load_for_inference(
     tokenizer = AlayaTokenizer.load(model_path)
     if compile:
         model.compile(dynamic=True)
+    else:  # compiled graphs keep torch's products; numpy calls would break them
+        use_fastest_blas(model)
     return model, tokenizer
 
 

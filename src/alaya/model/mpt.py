@@ -154,6 +154,8 @@ class AlayaForCausalLM(nn.Module):
         self.config = config
         self.transformer = Transformer(config)
         self.activation_checkpointing = False
+        self.head_linear = F.linear  # the tied output head's product; alaya.infer.cpu_blas may swap it
+        self.blas = False  # whether decoding multiplies with numpy's BLAS (alaya.infer.cpu_blas)
         self._slopes: dict[torch.device, torch.Tensor] = {}  # per device; not a buffer, so meta init is clean
         if self.transformer.wte.weight.device.type != "meta":
             self.reset_parameters()
@@ -220,7 +222,7 @@ class AlayaForCausalLM(nn.Module):
         if last_token_only:
             x = x[:, -1:]
         x = self.transformer.norm_f(x)
-        logits = F.linear(x, self.transformer.wte.weight.to(x.dtype))
+        logits = self.head_linear(x, self.transformer.wte.weight.to(x.dtype))
         if self.config.logit_scale is not None:
             logits = logits * self.config.logit_scale
         loss = None

@@ -1,0 +1,70 @@
+import copy
+
+import pytest
+import torch
+
+from alaya.infer.cpu_blas import BlasLinear, switch_to_numpy_blas, use_fastest_blas
+from alaya.infer.generate import BatchDecoder, GenerationConfig, generate
+from alaya.infer.loading import relayout_for_decoding
+from alaya.model.mpt import AlayaForCausalLM
+
+PROMPTS = [[5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], [100]]
+
+
+@pytest.fixture
+def pair(small_config):
+    torch.manual_seed(0)
+    ref = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    with torch.no_grad():
+        ref.transformer.wte.weight.mul_(3)
+    fast = copy.deepcopy(ref)
+    relayout_for_decoding(fast)
+    switch_to_numpy_blas(fast)
+    return ref, fast
+
+
+def test_numpy_blas_keeps_parameters_and_gives_the_same_logits_and_greedy_output(pair):
+    ref, fast = pair
+    assert fast.blas and any(isinstance(m, BlasLinear) for m in fast.modules())
+    assert list(fast.state_dict()) == list(ref.state_dict())
+    ids = torch.tensor([PROMPTS[1]])
+    with torch.inference_mode():
+        a, _ = ref(ids)
+        b, _ = fast(ids)
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    cfg = GenerationConfig(max_new_tokens=20, temperature=0)
+    assert generate(fast, PROMPTS, cfg) == generate(ref, PROMPTS, cfg)
+
+
+def test_training_through_blas_linear_still_has_gradients(pair):
+    _, fast = pair
+    fast.train().requires_grad_(True)
+    _, loss = fast(torch.tensor([PROMPTS[1]]), labels=torch.tensor([PROMPTS[1]]))
+    loss.backward()
+    assert all(p.grad is not None for p in fast.parameters())
+    with torch.no_grad():  # evaluation inside training: parameters still require grad
+        logits, _ = fast(torch.tensor([PROMPTS[0]]))
+    assert torch.isfinite(logits).all()
+
+
+def test_torch_runs_one_thread_while_decoding_and_gets_its_threads_back(pair):
+    _, fast = pair
+    before = torch.get_num_threads()
+    seen = []
+    decoder = BatchDecoder(fast, PROMPTS, GenerationConfig(max_new_tokens=4, temperature=0))
+    for _ in decoder:
+        seen.append(torch.get_num_threads())
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    # a consumer that stops early (a client gone) also restores them
+    decoder = BatchDecoder(fast, PROMPTS, GenerationConfig(max_new_tokens=50, temperature=0))
+    it = iter(decoder)
+    next(it)
+    it.close()
+    assert torch.get_num_threads() == before
+
+
+def test_bf16_models_keep_torch_matmuls(small_config):
+    m = AlayaForCausalLM(small_config).to(torch.bfloat16).eval()
+    assert use_fastest_blas(m) is False and not m.blas
+    assert not any(isinstance(x, BlasLinear) for x in m.modules())
