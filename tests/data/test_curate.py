@@ -171,3 +171,21 @@ def test_a_bad_pipeline_config_is_named_before_any_work(tmp_path):
     typo.write_text("pipeline:\n  - stage: normalise\n")
     with pytest.raises(ValueError, match="unknown stage 'normalise'"):
         run_curate(str(typo), ["builtin:demo-bilingual"], str(tmp_path / "out2"))
+
+
+def test_one_large_input_file_is_shared_by_processes_with_the_same_output(dup_input, tmp_path):
+    inputs, _ = dup_input
+    single = tmp_path / "single.jsonl"
+    single.write_bytes(b"".join(Path(p).read_bytes() for p in inputs))  # one file, bad lines included
+    pipeline = "pipeline:\n  - stage: normalize\n  - stage: exact_dedup\n  - stage: fuzzy_dedup\n"
+    whole_cfg, split_cfg = tmp_path / "whole.yaml", tmp_path / "split.yaml"
+    whole_cfg.write_text(pipeline + "report: false\n", encoding="utf-8")
+    split_cfg.write_text(pipeline + "report: false\nshard_mb: 0.01\n", encoding="utf-8")  # ~10 KB ranges
+    whole = run_curate(str(whole_cfg), [str(single)], str(tmp_path / "w"), processes=1)
+    split = run_curate(str(split_cfg), [str(single)], str(tmp_path / "s"), processes=2)
+    assert whole["stages"][0]["shards"] == 1 and split["stages"][0]["shards"] > 3
+    for a, b in zip(whole["stages"], split["stages"]):
+        assert (a["in"], a["kept"], a["removed"], a["quarantined"]) == (b["in"], b["kept"], b["removed"], b["quarantined"])
+    assert _ids(Path(whole["output"])) == _ids(Path(split["output"]))
+    q = lambda root: sorted((r["file"], r["line"], r["reason"]) for r in _docs(root / "stages" / "01-normalize" / "quarantine"))  # noqa: E731
+    assert q(tmp_path / "w") == q(tmp_path / "s") and len(q(tmp_path / "w")) == 2

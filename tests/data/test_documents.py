@@ -89,3 +89,36 @@ def test_builtin_demo_corpus_has_english_chinese_and_code_with_unique_ids():
     assert sum(len(d.text) for d in docs) > 1_000_000
     types = {d.meta["type"] for d in docs if d.meta["lang"] == "zh"}
     assert {"news", "encyclopedia", "books", "forum", "academic", "others"} <= types
+
+
+def test_a_large_jsonl_file_read_as_ranges_gives_the_same_documents_ids_and_quarantine(tmp_path):
+    from alaya.data.documents import FileRange, plan_shards
+
+    lines = []
+    for i in range(60):
+        if i % 17 == 5:
+            lines.append("{broken json")
+        elif i % 11 == 3:
+            lines.append("")  # blank line
+        elif i % 2:
+            lines.append(json.dumps({"text": f"document {i} " + "文字" * (i % 7) + "x" * (i * 3)}, ensure_ascii=False))
+        else:
+            lines.append(json.dumps({"id": f"d{i}", "text": f"with id {i}"}))
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    whole_q = Quarantine()
+    whole = [(d.id, d.text, d.meta) for d in read_documents([str(path)], whole_q)]
+    size = path.stat().st_size
+    for shard_bytes in (1, 7, 64, 333, size // 2):
+        plan = plan_shards([str(path)], shard_bytes)
+        assert all(isinstance(r, FileRange) for r in plan) and len(plan) > 1
+        assert plan[0].start == 0 and plan[-1].end == size
+        assert all(a.end == b.start for a, b in zip(plan, plan[1:]))  # contiguous, no gap, no overlap
+        q = Quarantine()
+        parts = [(d.id, d.text, d.meta) for r in plan for d in read_documents([r], q)]
+        assert parts == whole
+        assert [(r.file, r.line, r.reason) for r in q.records] == [(r.file, r.line, r.reason) for r in whole_q.records]
+    assert plan_shards([str(path)], size) == [str(path)]  # small files stay whole
+    gz = tmp_path / "big.jsonl.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert plan_shards([str(gz)], 7) == [str(gz)]  # compressed files cannot be cut

@@ -62,6 +62,14 @@ def test_torch_runs_one_thread_while_decoding_and_gets_its_threads_back(pair):
     next(it)
     it.close()
     assert torch.get_num_threads() == before
+    # two decoders alive at once, finished in either order: the count comes back once both are done
+    a = iter(BatchDecoder(fast, PROMPTS, GenerationConfig(max_new_tokens=50, temperature=0)))
+    b = iter(BatchDecoder(fast, PROMPTS, GenerationConfig(max_new_tokens=50, temperature=0)))
+    next(a), next(b)
+    a.close()
+    assert torch.get_num_threads() == 1
+    b.close()
+    assert torch.get_num_threads() == before
 
 
 def test_bf16_models_keep_torch_matmuls(small_config):

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import yaml
 
 from alaya.configfile import read_yaml_mapping
-from alaya.data.documents import Quarantine, expand_paths
+from alaya.data.documents import Quarantine, expand_paths, plan_shards
 from alaya.data.engine import atomic_write_json, data_parts, finish_stage, make_engine, run_document_shard
 from alaya.data.mixture import SEED_LANG, SEED_TYPE, mixture_weights
 from alaya.data.stages import build_stage
@@ -38,20 +38,23 @@ DEFAULT_PIPELINE: list[dict[str, Any]] = [
 ]
 QUALITY_BINS = 20
 LENGTH_EDGES = [0] + [int(10 ** (k / 4)) for k in range(4, 29)]  # 10, 17, 31, ... 10^7 characters
+SHARD_MB = 64  # a plain JSONL input larger than 1.5 × this is read as ranges by several processes
 CHARS_PER_TOKEN_ESTIMATE = {"en": 4.0, "zh": 1.4, "code": 3.2, "other": 3.0}
 
 
 def load_pipeline_config(path: str | Path | None) -> dict:
-    cfg: dict[str, Any] = {"pipeline": DEFAULT_PIPELINE, "mixture": {}, "report": True}
+    cfg: dict[str, Any] = {"pipeline": DEFAULT_PIPELINE, "mixture": {}, "report": True, "shard_mb": SHARD_MB}
     if path:
         p = Path(path)
         loaded = read_yaml_mapping(p)
         unknown = set(loaded) - set(cfg)
         if unknown:
-            raise ValueError(f"{p}: unknown keys {sorted(unknown)}; known: pipeline, mixture, report")
+            raise ValueError(f"{p}: unknown keys {sorted(unknown)}; known: {', '.join(cfg)}")
         cfg.update(loaded)
     if not isinstance(cfg["pipeline"], list) or not cfg["pipeline"]:
         raise ValueError("pipeline must be a non-empty list of stages")
+    if isinstance(cfg["shard_mb"], bool) or not isinstance(cfg["shard_mb"], (int, float)) or cfg["shard_mb"] <= 0:
+        raise ValueError(f"shard_mb must be a positive number of megabytes, got {cfg['shard_mb']!r}")
     for entry in cfg["pipeline"]:
         build_stage(entry)  # fail on a bad stage before any work
     mixture_keys = {"lang", "type", "max_epochs", "total_tokens", "tokenizer"}
@@ -61,12 +64,14 @@ def load_pipeline_config(path: str | Path | None) -> dict:
     return cfg
 
 
-def run_stage(stage, engine, inputs: Sequence[str], out: Path) -> dict:
-    """One stage over its input shards into ``out`` (skipped when ``out/manifest.json`` exists)."""
+def run_stage(stage, engine, inputs: Sequence[str], out: Path, shard_mb: float = SHARD_MB) -> dict:
+    """One stage over its input shards into ``out`` (skipped when ``out/manifest.json`` exists). A large
+    plain JSONL input is cut into line-aligned ranges of about ``shard_mb`` so processes share it."""
     manifest = out / "manifest.json"
     if manifest.exists():
         return json.loads(manifest.read_text(encoding="utf-8"))
     out.mkdir(parents=True, exist_ok=True)
+    inputs = plan_shards(inputs, int(shard_mb * 2**20))
     if not getattr(stage, "per_document", True):
         return stage.run(engine, list(inputs), out)
     tasks = [{"stage": stage, "input": src, "output": str(out), "part": f"{i:05d}"} for i, src in enumerate(inputs)]
@@ -98,7 +103,7 @@ def run_curate(config: str | None, inputs: Sequence[str], output: str, engine: s
     for k, entry in enumerate(cfg["pipeline"], 1):
         stage = build_stage(entry)
         stage_dir = out / "stages" / f"{k:02d}-{stage.name}"
-        m = run_stage(stage, eng, current, stage_dir)
+        m = run_stage(stage, eng, current, stage_dir, cfg["shard_mb"])
         manifests.append(m)
         print(f"[{k}/{len(cfg['pipeline'])}] {stage.name}: in {m['in']}, kept {m['kept']}, removed {m['removed']}, "
               f"quarantined {m['quarantined']}", flush=True)

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
@@ -95,25 +96,95 @@ def expand_paths(paths: Iterable[str | Path]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class FileRange:
+    """The lines of a plain JSONL file that start in bytes [start, end); ``start`` is a line start and
+    ``first_line`` the (1-based) number of that line, so ids and quarantine records are those of the whole
+    file. A large file is read as several ranges so that several processes share it."""
+
+    path: str
+    start: int
+    end: int
+    first_line: int
+
+    def __str__(self) -> str:
+        return f"{self.path} (bytes {self.start}-{self.end})"
+
+
+def _splittable(path: str) -> bool:
+    return (not path.startswith(BUILTIN_PREFIX) and not path.endswith((".gz", ".zst"))
+            and not path.endswith(PARQUET_SUFFIXES + TEXT_SUFFIXES))
+
+
+def plan_shards(paths: Iterable[str], shard_bytes: int) -> list[str | FileRange]:
+    """The inputs as shard tasks: a plain JSONL file larger than 1.5 × ``shard_bytes`` becomes ranges of
+    about ``shard_bytes`` cut at line starts (one sequential pass counts the lines before each cut);
+    everything else stays one shard per file. The plan depends only on the files and ``shard_bytes``."""
+    if shard_bytes < 1:
+        raise ValueError(f"shard_bytes must be positive, got {shard_bytes}")
+    out: list[str | FileRange] = []
+    for path in paths:
+        path = str(path)
+        if not _splittable(path) or os.path.getsize(path) <= 1.5 * shard_bytes:
+            out.append(path)
+            continue
+        with open(path, "rb") as f:
+            if _is_binary(f.read(8192)):
+                out.append(path)  # quarantined whole, once
+                continue
+        out.extend(_split_file(path, shard_bytes))
+    return out
+
+
+def _split_file(path: str, shard_bytes: int, block_bytes: int = 1 << 24) -> list[FileRange]:
+    size = os.path.getsize(path)
+    ranges: list[FileRange] = []
+    start, first_line = 0, 1
+    pos, newlines = 0, 0  # bytes read so far and the newlines among them
+    cut = shard_bytes  # the next range starts at the first line start at or after this offset
+    with open(path, "rb") as f:
+        while block := f.read(block_bytes):
+            while cut < pos + len(block):
+                i = block.find(b"\n", max(0, cut - pos - 1))
+                if i < 0:
+                    break  # the line crossing the cut ends in a later block
+                boundary = pos + i + 1
+                if boundary >= size:
+                    cut = size  # the file's last line: no range after it
+                    break
+                ranges.append(FileRange(path, start, boundary, first_line))
+                start, first_line = boundary, newlines + block.count(b"\n", 0, i + 1) + 1
+                cut = boundary + shard_bytes
+            newlines += block.count(b"\n")
+            pos += len(block)
+    ranges.append(FileRange(path, start, size, first_line))
+    return ranges
+
+
 def read_documents(
-    paths: Iterable[str | Path],
+    paths: Iterable[str | Path | FileRange],
     quarantine: Quarantine | None = None,
     text_field: str = "text",
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[Document]:
     """Stream the documents of every input; bad records go to ``quarantine`` (a fresh one if None)."""
     quarantine = quarantine if quarantine is not None else Quarantine()
-    for path in expand_paths(paths):
-        if path.startswith(BUILTIN_PREFIX):
-            from alaya.data.builtin import builtin_documents
+    for item in paths:
+        if isinstance(item, FileRange):
+            yield from _read_jsonl(item.path, quarantine, text_field, max_line_bytes, item.start, item.end,
+                                   item.first_line)
+            continue
+        for path in expand_paths([item]):
+            if path.startswith(BUILTIN_PREFIX):
+                from alaya.data.builtin import builtin_documents
 
-            yield from builtin_documents(path[len(BUILTIN_PREFIX):])
-        elif path.endswith(PARQUET_SUFFIXES):
-            yield from _read_parquet(path, quarantine, text_field)
-        elif path.endswith(TEXT_SUFFIXES):
-            yield from _read_text(path, quarantine)
-        else:  # JSONL is the default for any other name
-            yield from _read_jsonl(path, quarantine, text_field, max_line_bytes)
+                yield from builtin_documents(path[len(BUILTIN_PREFIX):])
+            elif path.endswith(PARQUET_SUFFIXES):
+                yield from _read_parquet(path, quarantine, text_field)
+            elif path.endswith(TEXT_SUFFIXES):
+                yield from _read_text(path, quarantine)
+            else:  # JSONL is the default for any other name
+                yield from _read_jsonl(path, quarantine, text_field, max_line_bytes)
 
 
 def read_texts(paths: Iterable[str | Path], quarantine: Quarantine | None = None) -> Iterator[str]:
@@ -137,39 +208,47 @@ def _is_binary(head: bytes) -> bool:
     return b"\x00" in head
 
 
-def _lines(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes) for each line; bytes is None for a line longer than max_line_bytes,
-    which is skipped in chunks so it never sits whole in memory."""
-    n = 0
-    while True:
+def _lines(f: BinaryIO, max_line_bytes: int, first_line: int = 1,
+           limit: int | None = None) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) for each line (the lines that start within ``limit`` bytes, if given); bytes
+    is None for a line longer than max_line_bytes, which is skipped in chunks so it never sits whole in
+    memory."""
+    n, consumed = first_line - 1, 0
+    while limit is None or consumed < limit:
         chunk = f.readline(max_line_bytes + 1)
         if not chunk:
             return
         n += 1
+        consumed += len(chunk)
         if len(chunk) > max_line_bytes and not chunk.endswith(b"\n"):
             while chunk and not chunk.endswith(b"\n"):
                 chunk = f.readline(max_line_bytes)
+                consumed += len(chunk)
             yield n, None
             continue
         yield n, chunk
 
 
-def _read_jsonl(path: str, q: Quarantine, text_field: str, max_line_bytes: int) -> Iterator[Document]:
+def _read_jsonl(path: str, q: Quarantine, text_field: str, max_line_bytes: int, start: int = 0,
+                end: int | None = None, first_line: int = 1) -> Iterator[Document]:
     try:
         f = _open_binary(path)
+        if start:
+            f.seek(start)
         head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
     except OSError as e:
         q.add(QuarantineRecord(path, 0, f"cannot open file: {e}"))
         return
     with f:
-        if not head:
+        if start == 0 and not head:
             q.add(QuarantineRecord(path, 0, "empty file"))
             return
-        if _is_binary(head):
+        if start == 0 and _is_binary(head):  # a later range of a split file: bad lines are caught one by one
             q.add(QuarantineRecord(path, 0, "binary file (NUL bytes), not JSONL", head[:256]))
             return
         try:
-            for n, raw in _lines(f, max_line_bytes):
+            limit = None if end is None else end - start
+            for n, raw in _lines(f, max_line_bytes, first_line, limit):
                 if raw is None:
                     q.add(QuarantineRecord(path, n, f"line longer than {max_line_bytes} bytes"))
                     continue

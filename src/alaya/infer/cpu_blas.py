@@ -16,6 +16,7 @@ each other down several-fold.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from typing import Iterator
 
@@ -85,15 +86,28 @@ def switch_to_numpy_blas(model: AlayaForCausalLM) -> None:
     model.blas = True
 
 
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_before = 0
+
+
 @contextlib.contextmanager
 def decode_threads(enabled: bool = True) -> Iterator[None]:
-    """One PyTorch thread inside the block (numpy's BLAS keeps its own threads), restored afterwards."""
+    """One PyTorch thread inside the block (numpy's BLAS keeps its own threads). Nested or overlapping
+    blocks (two decoders alive at once) share the setting; the last one out restores the old count."""
+    global _threads_users, _threads_before
     if not enabled:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_before)
