@@ -46,6 +46,8 @@ def test_shingles_follow_the_script_and_formatting_does_not_matter():
     # a batch gives the same signatures as one document at a time
     texts = _texts()[:10]
     assert np.array_equal(h.signatures(texts), np.vstack([h.signatures([t]) for t in texts]))
+    # batches bounded by characters (long documents) give the same signatures
+    assert np.array_equal(h.signatures(texts, batch_chars=3000), h.signatures(texts))
 
 
 def test_lsh_params_and_candidates():

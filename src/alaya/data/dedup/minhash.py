@@ -80,14 +80,23 @@ class MinHasher:
         h, _ = batch_shingles([text], self.ngram, self.char_ngram)
         return np.unique(h)
 
-    def signatures(self, texts: list[str], batch: int = 512) -> np.ndarray:
-        """[len(texts), num_perm] uint32; a document without shingles gets all 0xFFFFFFFF (never matched)."""
+    def signatures(self, texts: list[str], batch: int = 512, batch_chars: int = 1 << 23) -> np.ndarray:
+        """[len(texts), num_perm] uint32; a document without shingles gets all 0xFFFFFFFF (never matched).
+
+        Documents go through the kernels in batches of at most ``batch`` documents and about
+        ``batch_chars`` characters (the kernels hold ~30 bytes per character of a batch), so a few
+        very long documents do not make one huge batch."""
         out = np.full((len(texts), self.num_perm), EMPTY, dtype=np.uint32)
-        for i in range(0, len(texts), batch):
-            chunk = texts[i : i + batch]
-            h, d = batch_shingles(chunk, self.ngram, self.char_ngram)
+        i = 0
+        while i < len(texts):
+            j, chars = i, 0
+            while j < len(texts) and j - i < batch and (j == i or chars + len(texts[j]) <= batch_chars):
+                chars += len(texts[j])
+                j += 1
+            h, d = batch_shingles(texts[i:j], self.ngram, self.char_ngram)
             if len(h):
-                out[i : i + len(chunk)] = self._oph(h, d, len(chunk))
+                out[i:j] = self._oph(h, d, j - i)
+            i = j
         return out
 
     def _oph(self, h: np.ndarray, d: np.ndarray, n_docs: int) -> np.ndarray:
