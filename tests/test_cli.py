@@ -82,3 +82,13 @@ def test_quickstart_fast_runs_end_to_end_and_its_model_loads_in_transformers(tmp
     ids = tok("### Instruction:\t\n你好\n\n", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+def test_generation_options_accept_transformers_underscore_spellings():
+    from alaya.cli import build_parser
+
+    a = build_parser().parse_args(["infer", "m", "in.txt", "out.jsonl", "--max_new_tokens", "7", "--top_p", "0.5",
+                                   "--top_k", "3", "--repetition_penalty", "1.2", "--batch_size", "2"])
+    b = build_parser().parse_args(["infer", "m", "in.txt", "out.jsonl", "--max-new-tokens", "7", "--top-p", "0.5",
+                                   "--top-k", "3", "--repetition-penalty", "1.2", "--batch-size", "2"])
+    assert vars(a) == vars(b) and a.max_new_tokens == 7 and a.batch_size == 2

@@ -94,11 +94,12 @@ def _generation_config(args: argparse.Namespace):
 
 def _add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     g = p.add_argument_group("generation (the published scripts' defaults)")
-    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    # the underscore spellings are those of transformers' generate() keywords; both are accepted
+    g.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=max_new_tokens)
     g.add_argument("--temperature", type=float, default=1.0, help="0 means greedy (default: %(default)s, sampling)")
-    g.add_argument("--top-p", type=float, default=0.9)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--top-p", "--top_p", type=float, default=0.9)
+    g.add_argument("--top-k", "--top_k", type=int, default=0)
+    g.add_argument("--repetition-penalty", "--repetition_penalty", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop a reply at this text (repeatable)")
 
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("input_file", metavar="INPUT_FILE")
     i.add_argument("output_file", metavar="OUTPUT_FILE")
     i.add_argument("adapter_path", metavar="ADAPTER_PATH", nargs="?", default=None, help="a PEFT LoRA folder (merged into the weights)")
-    i.add_argument("--batch-size", type=int, default=8)
+    i.add_argument("--batch-size", "--batch_size", type=int, default=8)
     i.add_argument("--refuse-long", action="store_true", help="answer an error instead of left-truncating a prompt that does not fit")
     _add_generation_args(i, max_new_tokens=1000)
     _add_model_args(i)
