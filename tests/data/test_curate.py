@@ -151,12 +151,14 @@ def test_ray_engine_gives_the_same_kept_ids_as_the_local_engine(dup_input, tmp_p
     cfg.write_text("pipeline:\n  - stage: normalize\n  - stage: language\n  - stage: exact_dedup\n"
                    "  - stage: fuzzy_dedup\n  - stage: fuzzy_dedup\n    level: paragraph\n    min_paragraph_chars: 40\n"
                    "report: false\n")
+    split_cfg = tmp_path / "split.yaml"  # Ray also gets the input files cut into ranges
+    split_cfg.write_text(cfg.read_text() + "shard_mb: 0.02\n")
     local = run_curate(str(cfg), inputs, str(tmp_path / "local"), engine="local", processes=2)
     try:
-        remote = run_curate(str(cfg), inputs, str(tmp_path / "ray"), engine="ray", processes=2)
+        remote = run_curate(str(split_cfg), inputs, str(tmp_path / "ray"), engine="ray", processes=2)
     finally:
         ray.shutdown()
-    assert remote["engine"] == "ray"
+    assert remote["engine"] == "ray" and remote["stages"][0]["shards"] > local["stages"][0]["shards"]
     for a, b in zip(local["stages"], remote["stages"]):
         assert (a["in"], a["kept"], a["removed"], a["quarantined"]) == (b["in"], b["kept"], b["removed"], b["quarantined"])
     assert _docs(Path(local["output"])) == _docs(Path(remote["output"]))  # same ids, same texts, same order
