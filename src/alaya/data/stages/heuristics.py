@@ -5,8 +5,9 @@ Families (each can be switched off or have any threshold changed in the config):
 * ``gopher`` (English; Rae et al. 2021): word count, mean word length, symbol/word ratio, bullet and
   ellipsis lines, share of words with a letter, stop words.
 * ``repetition`` (Gopher): duplicate lines and paragraphs (by count and by characters), the character share
-  of the most frequent 2/3/4-gram, and of all duplicated 5..10-grams. Units are words, or characters for
-  Chinese (which has no spaces).
+  of the most frequent 2/3/4-gram (count × characters; among n-grams tied for the top count, the longest),
+  and of all duplicated 5..10-grams. Units are words, or characters for Chinese (which has no spaces);
+  the word and n-gram counting runs in compiled loops (``textstats.py``).
 * ``c4`` (Raffel et al. 2020): documents with "lorem ipsum" or curly braces are removed; lines mentioning
   javascript, cookie/privacy/terms boilerplate, or with too few words are dropped from the document.
 * ``chinese`` (counted in characters): CJK share, punctuation share, longest run of one character, share of
@@ -27,6 +28,7 @@ import numpy as np
 
 from alaya.data.documents import Document
 from alaya.data.stages.base import DocumentStage
+from alaya.data.stages.textstats import char_units, ngram_fractions, word_units
 
 DEFAULTS = {
     "gopher": {"enabled": True, "min_words": 50, "max_words": 100_000, "min_mean_word_length": 3,
@@ -77,7 +79,9 @@ def _dup_fraction(items: list[str]) -> tuple[float, float]:
     return dup / len(items), (dup_chars / total if total else 0.0)
 
 
-def repetition_issue(text: str, units: list[str], cfg: dict, scale: int = 1) -> str | None:
+def repetition_issue(text: str, ids: np.ndarray, lens: np.ndarray, cfg: dict, scale: int = 1) -> str | None:
+    """Duplicate lines and paragraphs, then n-gram repetition of the units (``ids`` hashes with ``lens``
+    characters each: words, or characters for Chinese)."""
     lines = [l.strip() for l in text.split("\n") if l.strip()]
     paras = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     lf, lcf = _dup_fraction(lines)
@@ -90,76 +94,25 @@ def repetition_issue(text: str, units: list[str], cfg: dict, scale: int = 1) -> 
         return "repetition_dup_line_chars"
     if pcf > cfg["max_dup_para_char_fraction"]:
         return "repetition_dup_paragraph_chars"
-    if not units:
-        return None
-    # units as integer ids, n-grams as rolling 64-bit hashes: no Python tuple per n-gram
-    joined = "".join(units)
-    if len(joined) == len(units):  # characters (Chinese): the code points are the ids
-        ids = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
-        lens = np.ones(len(units), dtype=np.int64)
-    else:  # equal words get equal ids (64-bit string hashes; only equality is used, within one document)
-        ids = np.fromiter(map(hash, units), dtype=np.int64, count=len(units)).view(np.uint64)
-        lens = np.fromiter(map(len, units), dtype=np.int64, count=len(units))
-    grams = _NgramHashes(ids)
-    total = int(lens.sum())
-    if not total:
-        return None
-    csum = np.concatenate([[0], np.cumsum(lens)])
     for n, limit in cfg["max_top_ngram_char_fraction"].items():
         n *= scale
-        if len(units) < n:
-            continue
-        h = grams(n)
-        uniq, first, counts = np.unique(h, return_index=True, return_counts=True)
-        best = int(counts.argmax())
-        if counts[best] > 1:
-            start = int(first[best])
-            if counts[best] * (csum[start + n] - csum[start]) / total > limit:
-                return f"repetition_top_{n}gram"
+        if ngram_fractions(ids, lens, n)[0] > limit:
+            return f"repetition_top_{n}gram"
     for n, limit in cfg["max_dup_ngram_char_fraction"].items():
         n *= scale
-        if len(units) < n:
-            continue
-        h = grams(n)
-        _, first = np.unique(h, return_index=True)
-        dup = np.ones(len(h), dtype=bool)
-        dup[first] = False  # every occurrence after the first is a duplicate n-gram
-        starts = np.nonzero(dup)[0]
-        if not len(starts):
-            continue
-        cover = np.zeros(len(units) + 1, dtype=np.int64)
-        np.add.at(cover, starts, 1)
-        np.add.at(cover, starts + n, -1)
-        covered = np.cumsum(cover)[:-1] > 0
-        if lens[covered].sum() / total > limit:
+        if ngram_fractions(ids, lens, n)[1] > limit:
             return f"repetition_dup_{n}gram"
     return None
 
 
-class _NgramHashes:
-    """Rolling hashes of the n-grams of an id array; the hashes for n are extended from those for n - 1."""
-
-    def __init__(self, ids: np.ndarray):
-        self.ids, self.n, self.h = ids, 0, np.zeros(len(ids) + 1, dtype=np.uint64)
-
-    def __call__(self, n: int) -> np.ndarray:
-        if n < self.n:
-            self.n, self.h = 0, np.zeros(len(self.ids) + 1, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            while self.n < n:
-                m = len(self.ids) - self.n
-                self.h = (self.h[:m] ^ self.ids[self.n : self.n + m]) * np.uint64(0x100000001B3) + np.uint64(self.n + 1)
-                self.n += 1
-        return self.h
-
-
-def gopher_issue(text: str, words: list[str], cfg: dict) -> str | None:
-    n = len(words)
+def gopher_issue(text: str, lens: np.ndarray, n_alpha: int, cfg: dict) -> str | None:
+    """``lens``: the length of every word; ``n_alpha``: how many words hold a letter."""
+    n = len(lens)
     if n < cfg["min_words"]:
         return "gopher_too_few_words"
     if n > cfg["max_words"]:
         return "gopher_too_many_words"
-    mean = sum(map(len, words)) / n
+    mean = int(lens.sum()) / n
     if not cfg["min_mean_word_length"] <= mean <= cfg["max_mean_word_length"]:
         return "gopher_mean_word_length"
     symbols = text.count("#") + text.count("...") + text.count("…")
@@ -171,7 +124,7 @@ def gopher_issue(text: str, words: list[str], cfg: dict) -> str | None:
             return "gopher_bullet_lines"
         if sum(1 for l in lines if l.rstrip().endswith(("...", "…"))) / len(lines) > cfg["max_ellipsis_lines"]:
             return "gopher_ellipsis_lines"
-    if sum(1 for w in words if any(map(str.isalpha, w))) / n < cfg["min_alpha_words"]:
+    if n_alpha / n < cfg["min_alpha_words"]:
         return "gopher_alpha_words"
     vocabulary = set(_WORD.findall(text.lower()))  # lower-casing never adds or removes whitespace
     if len(STOP_WORDS & {w.strip(".,;:!?\"'()") for w in vocabulary}) < cfg["min_stop_words"]:
@@ -260,7 +213,7 @@ class HeuristicFilter(DocumentStage):
                 reason = chinese_issue(text, c["chinese"])
                 if reason:
                     return None, reason
-            units = [ch for ch in text if not ch.isspace()]
+            ids, lens = char_units(text)
         else:
             if c["c4"]["enabled"]:
                 new, reason, dropped = c4_lines(text, c["c4"])
@@ -268,15 +221,14 @@ class HeuristicFilter(DocumentStage):
                     return None, reason
                 if dropped:
                     text, meta = new, {**meta, "c4_lines_dropped": dropped}
-            words = _WORD.findall(text)
+            ids, lens, n_alpha = word_units(text)
             if c["gopher"]["enabled"]:
-                reason = gopher_issue(text, words, c["gopher"])
+                reason = gopher_issue(text, lens, n_alpha, c["gopher"])
                 if reason:
                     return None, reason
-            units = words
         if c["repetition"]["enabled"]:
             scale = c["repetition"]["chinese_ngram_scale"] if lang == "zh" else 1
-            reason = repetition_issue(text, units, c["repetition"], scale)
+            reason = repetition_issue(text, ids, lens, c["repetition"], scale)
             if reason:
                 return None, reason
         return (replace(doc, text=text, meta=meta) if text is not doc.text or meta is not doc.meta else doc), None
