@@ -92,8 +92,6 @@ def test_builtin_demo_corpus_has_english_chinese_and_code_with_unique_ids():
 
 
 def test_a_large_jsonl_file_read_as_ranges_gives_the_same_documents_ids_and_quarantine(tmp_path):
-    from alaya.data.documents import FileRange, plan_shards
-
     lines = []
     for i in range(60):
         if i % 17 == 5:
@@ -104,8 +102,14 @@ def test_a_large_jsonl_file_read_as_ranges_gives_the_same_documents_ids_and_quar
             lines.append(json.dumps({"text": f"document {i} " + "文字" * (i % 7) + "x" * (i * 3)}, ensure_ascii=False))
         else:
             lines.append(json.dumps({"id": f"d{i}", "text": f"with id {i}"}))
-    path = tmp_path / "big.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for ending, last in (("\n", "\n"), ("\r\n", ""), ("\n", "")):  # CRLF; no newline after the last line
+        _check_ranges(tmp_path / f"big{len(ending)}{len(last)}.jsonl", ending.join(lines) + last)
+
+
+def _check_ranges(path, content):
+    from alaya.data.documents import FileRange, plan_shards
+
+    path.write_text(content, encoding="utf-8", newline="")
     whole_q = Quarantine()
     whole = [(d.id, d.text, d.meta) for d in read_documents([str(path)], whole_q)]
     size = path.stat().st_size
@@ -119,6 +123,6 @@ def test_a_large_jsonl_file_read_as_ranges_gives_the_same_documents_ids_and_quar
         assert parts == whole
         assert [(r.file, r.line, r.reason) for r in q.records] == [(r.file, r.line, r.reason) for r in whole_q.records]
     assert plan_shards([str(path)], size) == [str(path)]  # small files stay whole
-    gz = tmp_path / "big.jsonl.gz"
+    gz = path.with_suffix(".jsonl.gz")
     gz.write_bytes(gzip.compress(path.read_bytes()))
     assert plan_shards([str(gz)], 7) == [str(gz)]  # compressed files cannot be cut
