@@ -72,11 +72,12 @@ def run_stage(stage, engine, inputs: Sequence[str], out: Path, shard_mb: float =
         return json.loads(manifest.read_text(encoding="utf-8"))
     out.mkdir(parents=True, exist_ok=True)
     inputs = plan_shards(inputs, int(shard_mb * 2**20))
+    t0 = time.perf_counter()
     if not getattr(stage, "per_document", True):
         return stage.run(engine, list(inputs), out)
     tasks = [{"stage": stage, "input": src, "output": str(out), "part": f"{i:05d}"} for i, src in enumerate(inputs)]
     counts = engine.map(run_document_shard, tasks, desc=stage.name)
-    return finish_stage(out, stage.name, counts)
+    return finish_stage(out, stage.name, counts, {"wall_seconds": round(time.perf_counter() - t0, 3)})
 
 
 def run_curate(config: str | None, inputs: Sequence[str], output: str, engine: str = "local",

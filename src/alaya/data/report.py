@@ -52,11 +52,11 @@ def write_report(out: Path, summary: dict, stats: dict, mixture: dict) -> Path:
     lines = ["# Curation report", "", f"Engine: {summary['engine']}; {summary['documents_in']} documents in, "
              f"{summary['documents_out']} out; {summary['mb_in']} MB in {summary['seconds']} s "
              f"({summary['mb_per_s']} MB/s).", "", "## Stages", "",
-             "| stage | in | kept | removed | quarantined | removals by reason |", "|---|---:|---:|---:|---:|---|"]
+             "| stage | in | kept | removed | quarantined | removals by reason | wall s |", "|---|---:|---:|---:|---:|---|---:|"]
     for m in summary["stages"]:
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(m["reasons"].items(), key=lambda kv: -kv[1])) or "—"
         lines.append(f"| {m['stage']}{' (' + m['level'] + ')' if m.get('level') else ''} | {m['in']} | {m['kept']} | "
-                     f"{m['removed']} | {m['quarantined']} | {reasons} |")
+                     f"{m['removed']} | {m['quarantined']} | {reasons} | {m.get('wall_seconds', '—')} |")
     total = sum(stats["tokens"].values()) or 1
     lines += ["", f"## Tokens ({stats['token_count']})", "", "| source | documents | tokens | share |", "|---|---:|---:|---:|"]
     for src, n in stats["tokens"].items():

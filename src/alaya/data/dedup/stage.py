@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,6 +78,7 @@ class _DedupBase:
 
     # ------------------------------------------------------------------ driver
     def run(self, engine, inputs: list[str], out: Path) -> dict:
+        t0 = time.perf_counter()
         work = out / "_work"
         work.mkdir(parents=True, exist_ok=True)
         shards = [f"{i:05d}" for i in range(len(inputs))]
@@ -105,7 +107,7 @@ class _DedupBase:
                                           for i, p in enumerate(shards)], desc=f"{self.name} apply")
         extra = {"candidate_pairs": int(len(pairs)), "verified_pairs": int(len(edges)), "units": N,
                  "clusters_with_duplicates": int(len(np.unique(labels[kept != np.arange(N)]))) if N else 0,
-                 "level": self.level}
+                 "level": self.level, "wall_seconds": round(time.perf_counter() - t0, 3)}
         manifest = finish_stage(out, self.name, counts, extra)
         shutil.rmtree(work, ignore_errors=True)
         return manifest
