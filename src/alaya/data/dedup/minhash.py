@@ -30,7 +30,6 @@ from alaya.data.dedup import kernels
 
 EMPTY = kernels.EMPTY
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
-_U64 = np.uint64
 
 
 def normalize_for_hash(text: str) -> str:
@@ -46,14 +45,6 @@ def is_cjk(text: str, sample: int = 2000) -> bool:
         return False
     letters = sum(1 for ch in head if ch.isalpha())
     return n_cjk / max(1, letters) > 0.3
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        x = x + _U64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-        return x ^ (x >> _U64(31))
 
 
 def batch_shingles(texts: list[str], ngram: int = 5, char_ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +64,7 @@ class MinHasher:
         if num_perm < 1:
             raise ValueError(f"num_perm must be >= 1, got {num_perm}")
         self.num_perm, self.ngram, self.char_ngram, self.seed = num_perm, ngram, char_ngram, seed
-        self._salt = _splitmix64(np.array([seed], dtype=np.uint64))[0]
+        self._salt = np.uint64(kernels.splitmix64(np.uint64(seed)))
 
     def shingles(self, text: str) -> np.ndarray:
         """The document's distinct shingle hashes (sorted), for exact Jaccard."""
