@@ -40,6 +40,12 @@ def test_banned_ids_never_appear_and_eos_stops_a_row(model):
     stopped = generate(model, PROMPTS, GenerationConfig(max_new_tokens=30, temperature=0, eos_token_id=favourite))
     assert stopped[0] == []  # the first greedy token is now the end of sequence
     assert all(3 not in row for row in plain + banned)
+    # rows with different banned lists in one batch: each row follows its own list
+    mixed = generate(model, PROMPTS, [GenerationConfig(max_new_tokens=30, temperature=0, banned_token_ids=[3, favourite]),
+                                      cfg, GenerationConfig(max_new_tokens=30, temperature=0, banned_token_ids=[])])
+    assert mixed[0] == banned[0] and mixed[1] == plain[1]
+    assert mixed[2] == generate(model, [PROMPTS[2]], GenerationConfig(max_new_tokens=30, temperature=0,
+                                                                       banned_token_ids=[]))[0]
 
 
 def test_prompt_plus_new_tokens_beyond_the_context_is_refused(model):

@@ -105,3 +105,17 @@ def test_training_backward_with_activation_checkpointing_matches(small_config):
     loss2.backward()
     assert torch.allclose(loss, loss2)
     assert torch.allclose(g1, model.transformer.wte.weight.grad, atol=1e-6)
+
+
+def test_the_decoding_step_bias_equals_the_general_bias():
+    from alaya.model.mpt import attention_bias, decode_bias
+
+    g = torch.Generator().manual_seed(0)
+    slopes = alibi_slopes(6)
+    for S in (1, 2, 9):
+        valid = torch.rand(3, S, generator=g) > 0.4  # padding anywhere, the last key sometimes padding too
+        for dtype in (torch.float32, torch.bfloat16):
+            want = attention_bias(slopes, torch.tensor([S - 1]), valid, S, dtype)
+            got = decode_bias(slopes, valid, dtype)
+            assert got.shape == want.shape == (3, 6, 1, S) and got.dtype == dtype
+            assert torch.equal(got, want)

@@ -121,10 +121,18 @@ class BatchDecoder:
         self.top_p = col([c.top_p for c in cfgs], torch.float32)
         self.penalty = col([c.repetition_penalty for c in cfgs], torch.float32)
         self.use_penalty = any(c.repetition_penalty != 1.0 for c in cfgs)
-        self.banned = torch.zeros((B, model.config.vocab_size), dtype=torch.bool, device=device)
-        for i, c in enumerate(cfgs):
-            if c.banned_token_ids:
-                self.banned[i, c.banned_token_ids] = True
+        self.all_greedy = all(c.temperature == 0 for c in cfgs)
+        shared = {tuple(sorted(set(c.banned_token_ids))) for c in cfgs}
+        self.banned_cols = self.banned = None  # one list for all rows (the usual case) or a [B, V] mask
+        if len(shared) == 1:
+            cols = list(shared.pop())
+            if cols:
+                self.banned_cols = torch.tensor(cols, dtype=torch.long, device=device)
+        else:
+            self.banned = torch.zeros((B, model.config.vocab_size), dtype=torch.bool, device=device)
+            for i, c in enumerate(cfgs):
+                if c.banned_token_ids:
+                    self.banned[i, c.banned_token_ids] = True
         self.eos = [c.eos_token_id for c in cfgs]
         self.generators: list[torch.Generator | None] = []
         for c in cfgs:
@@ -152,9 +160,12 @@ class BatchDecoder:
         logits = logits.float()
         if self.use_penalty:
             logits = _finite(_apply_repetition_penalty(logits, seen, self.penalty))
-        logits = logits.masked_fill(self.banned, float("-inf"))
+        if self.banned_cols is not None:
+            logits = logits.index_fill(1, self.banned_cols, float("-inf"))
+        elif self.banned is not None:
+            logits = logits.masked_fill(self.banned, float("-inf"))
         tok = logits.argmax(-1)
-        if not bool(self.greedy.all()):
+        if not self.all_greedy:
             probs = _filter_logits(logits, self.temperature, self.top_k, self.top_p).softmax(-1)
             for i, g in enumerate(self.generators):
                 if g is not None and self._alive[i]:
@@ -188,9 +199,11 @@ class BatchDecoder:
             yield emitted  # the caller may stop rows here (stop strings, cancelled requests)
             if self.done or step == self.max_new - 1:
                 return
-            alive = torch.tensor(self._alive, device=self.device)
             pos = L + step
-            self.mask[:, pos] = alive  # a finished row's new positions are padding
+            if all(self._alive):
+                self.mask[:, pos] = True
+            else:  # a finished row's new positions are padding
+                self.mask[:, pos] = torch.tensor(self._alive, device=self.device)
             tok = torch.tensor([t if a else self.cfgs[i].pad_token_id for i, (t, a) in enumerate(zip(toks, self._alive))],
                                device=self.device)
             if self.use_penalty:

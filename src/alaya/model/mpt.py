@@ -59,6 +59,16 @@ def attention_bias(
     return bias.to(dtype)
 
 
+def decode_bias(slopes: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`attention_bias` for one new query per row at the last of the S keys (a decoding step), in
+    fewer operations: it sees every valid key, and always itself."""
+    B, S = key_valid.shape
+    rel = torch.arange(1 - S, 1, device=key_valid.device, dtype=torch.float32)  # key - query, <= 0
+    bias = (slopes[:, None] * rel).expand(B, -1, -1).masked_fill(~key_valid.bool()[:, None, :], float("-inf"))
+    bias[:, :, -1] = 0.0
+    return bias[:, :, None, :].to(dtype)
+
+
 @dataclass
 class KVCache:
     """Preallocated keys and values of every layer: [n_layers, B, H, capacity, head_dim] each."""
@@ -90,7 +100,8 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device = x.device.type
         if not torch.is_autocast_enabled(device):
-            return F.layer_norm(x, (x.shape[-1],), self.weight.to(x.dtype), None, self.eps)
+            w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
+            return F.layer_norm(x, (x.shape[-1],), w, None, self.eps)
         dtype = torch.get_autocast_dtype(device)
         with torch.autocast(device_type=device, enabled=False):  # autocast would promote it to fp32
             return F.layer_norm(x.to(dtype), (x.shape[-1],), self.weight.to(dtype), None, self.eps)
@@ -111,7 +122,9 @@ class Attention(nn.Module):
             cache.keys[layer, :, :, cache.length : end] = k
             cache.values[layer, :, :, cache.length : end] = v
             k, v = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]
-        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=bias)
+        if k.dtype != q.dtype:  # a KV cache kept in another dtype than the activations
+            k, v = k.to(q.dtype), v.to(q.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -210,8 +223,11 @@ class AlayaForCausalLM(nn.Module):
         act_dtype = (
             torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         )
-        query_pos = torch.arange(past, n_keys, device=x.device)
-        bias = attention_bias(self.slopes(x.device), query_pos, attention_mask, n_keys, act_dtype)
+        if T == 1 and attention_mask is not None:
+            bias = decode_bias(self.slopes(x.device), attention_mask, act_dtype)
+        else:
+            query_pos = torch.arange(past, n_keys, device=x.device)
+            bias = attention_bias(self.slopes(x.device), query_pos, attention_mask, n_keys, act_dtype)
         for i, block in enumerate(self.transformer.blocks):
             if self.activation_checkpointing and self.training and cache is None:
                 x = checkpoint(block, x, bias, None, i, use_reentrant=False)
@@ -222,7 +238,8 @@ class AlayaForCausalLM(nn.Module):
         if last_token_only:
             x = x[:, -1:]
         x = self.transformer.norm_f(x)
-        logits = self.head_linear(x, self.transformer.wte.weight.to(x.dtype))
+        head = self.transformer.wte.weight
+        logits = self.head_linear(x, head if head.dtype == x.dtype else head.to(x.dtype))
         if self.config.logit_scale is not None:
             logits = logits * self.config.logit_scale
         loss = None
