@@ -88,3 +88,16 @@ def test_the_timing_pass_reads_a_bounded_sample_of_the_weights(small_config):
     block_bytes = sum(p.numel() * 4 for p in one_block)
     sample = _sample_weights(m, budget_bytes=block_bytes)
     assert [id(p) for p in sample] == [id(p) for p in one_block]  # a big model: a block's worth, no head
+
+
+def test_switching_back_restores_torch_and_the_step_timer_runs(pair):
+    from alaya.infer.cpu_blas import _decode_step_seconds, switch_to_torch
+
+    ref, fast = pair
+    assert _decode_step_seconds(fast) > 0
+    switch_to_torch(fast)
+    assert not fast.blas and not any(isinstance(m, BlasLinear) for m in fast.modules())
+    assert fast.head_linear is torch.nn.functional.linear
+    ids = torch.tensor([PROMPTS[1]])
+    with torch.inference_mode():
+        assert torch.allclose(fast(ids)[0], ref(ids)[0], atol=1e-5)

@@ -5,7 +5,8 @@ bandwidth. PyTorch's CPU wheels call MKL for them; numpy's wheels ship OpenBLAS.
 takes a generic code path, and OpenBLAS's kernel for these shapes runs 1.5 to 3 times faster (measured on
 the 2-core EPYC: one pass over alaya-50m's weights at batch 1, 12.3 ms with torch, 8.2 ms with numpy). On
 other machines it may be the other way round, so :func:`use_fastest_blas` measures both on the model's own
-matrices and switches only when numpy wins clearly.
+matrices, then on whole decoding steps at a realistic context length, and switches only when numpy wins
+clearly on both.
 
 The switch changes which library multiplies, not what is multiplied: same fp32 weights (shared memory,
 no copy), same shapes; results agree to float rounding (tests compare logits and greedy output with
@@ -89,8 +90,36 @@ def use_fastest_blas(model: AlayaForCausalLM, margin: float = 1.15) -> bool:
     t_torch = _pass_seconds(F.linear, weights)
     if t_torch < margin * t_numpy:
         return False
+    # the products are faster; confirm on whole decoding steps at a realistic context length, because in
+    # numpy mode the rest of the step (attention over the KV cache above all) runs on one torch thread
+    step_torch = _decode_step_seconds(model)
     switch_to_numpy_blas(model)
+    with decode_threads():
+        step_numpy = _decode_step_seconds(model)
+    if step_torch < margin * step_numpy:
+        switch_to_torch(model)
+        return False
     return True
+
+
+@torch.inference_mode()
+def _decode_step_seconds(model: AlayaForCausalLM, steps: int = 3) -> float:
+    """Best time of one-token decoding steps with a KV cache holding min(context / 2, 1024) positions (zeros:
+    the cost does not depend on the values)."""
+    context = max(1, min(model.config.max_seq_len // 2, 1024))
+    cache = model.new_cache(1, context + steps + 1)
+    cache.keys.zero_()
+    cache.values.zero_()
+    cache.length = context
+    mask = torch.ones(1, context + steps + 1, dtype=torch.bool)
+    tok = torch.full((1, 1), 4, dtype=torch.long)
+    best = float("inf")
+    for i in range(steps + 1):  # the first step warms up
+        t0 = time.perf_counter()
+        model(tok, attention_mask=mask[:, : context + i + 1], cache=cache)
+        if i:
+            best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def switch_to_numpy_blas(model: AlayaForCausalLM) -> None:
@@ -101,6 +130,15 @@ def switch_to_numpy_blas(model: AlayaForCausalLM) -> None:
             module.__class__ = BlasLinear
     model.head_linear = blas_linear
     model.blas = True
+
+
+def switch_to_torch(model: AlayaForCausalLM) -> None:
+    """Undo :func:`switch_to_numpy_blas`."""
+    for module in model.modules():
+        if type(module) is BlasLinear:
+            module.__class__ = nn.Linear
+    model.head_linear = F.linear
+    model.blas = False
 
 
 _threads_lock = threading.Lock()
