@@ -147,7 +147,7 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
 
     index = tokenize_to_shards(args.input, args.tokenizer, args.output, group_by=args.group_by,
                                heldout_fraction=args.heldout_fraction, shard_tokens=args.shard_tokens,
-                               processes=args.processes)
+                               processes=args.processes, shard_mb=args.shard_mb)
     summary = {name: {sp: v[sp]["tokens"] for sp in v} for name, v in index["sources"].items()}
     print(json.dumps({"output": args.output, "documents": index["documents"], "quarantined": index["quarantined"],
                       "tokens": summary}, indent=1))
@@ -375,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--group-by", nargs="*", default=["lang", "type"], help="meta fields naming the source (default: lang type)")
     tk.add_argument("--heldout-fraction", type=float, default=0.01, help="documents held out for perplexity (default: %(default)s)")
     tk.add_argument("--shard-tokens", type=int, default=1 << 27, help="tokens per shard file (default: %(default)s)")
+    tk.add_argument("--shard-mb", type=float, default=64,
+                    help="a plain JSONL input above 1.5x this many MB is split at line starts over processes (default: %(default)s)")
     tk.add_argument("--processes", type=int, default=None, help="worker processes (default: one per core)")
     tk.set_defaults(func=cmd_data_tokenize)
 

@@ -45,6 +45,24 @@ def test_tokenize_groups_by_source_separates_documents_and_is_deterministic(tmp_
     assert held.sources  # the held-out split is readable too
 
 
+def test_one_big_file_cut_into_ranges_gives_the_same_token_streams(tmp_path, token_dir):
+    tok_dir = token_dir.parent / "tok"
+    inputs, _ = _docs(tmp_path)
+    single = tmp_path / "single.jsonl"
+    single.write_bytes(b"".join(open(p, "rb").read() for p in inputs))
+    whole = tokenize_to_shards([str(single)], tok_dir, tmp_path / "whole", heldout_fraction=0.2, processes=1,
+                               progress=False)
+    split = tokenize_to_shards([str(single)], tok_dir, tmp_path / "split", heldout_fraction=0.2, processes=2,
+                               progress=False, shard_mb=0.001)  # ~1 KB ranges
+    assert len(list((tmp_path / "split" / "tasks").glob("*.json"))) > 3
+    assert (split["documents"], split["quarantined"]) == (whole["documents"], whole["quarantined"]) == (60, 1)
+    for split_name in ("train", "heldout"):
+        a, b = TokenShards(tmp_path / "whole", split_name), TokenShards(tmp_path / "split", split_name)
+        assert set(a.sources) == set(b.sources)
+        for name in a.sources:  # the ranges' shards, in task order, hold the whole file's tokens in order
+            assert np.array_equal(np.concatenate(a.sources[name].shards), np.concatenate(b.sources[name].shards))
+
+
 def test_tokenize_resumes_after_a_killed_task(tmp_path, token_dir):
     tok_dir = token_dir.parent / "tok"
     inputs, _ = _docs(tmp_path)

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import yaml
 
 from alaya.configfile import read_yaml_mapping
-from alaya.data.documents import Quarantine, expand_paths, plan_shards
+from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, plan_shards
 from alaya.data.engine import atomic_write_json, data_parts, finish_stage, make_engine, run_document_shard
 from alaya.data.mixture import SEED_LANG, SEED_TYPE, mixture_weights
 from alaya.data.stages import build_stage
@@ -38,12 +38,11 @@ DEFAULT_PIPELINE: list[dict[str, Any]] = [
 ]
 QUALITY_BINS = 20
 LENGTH_EDGES = [0] + [int(10 ** (k / 4)) for k in range(4, 29)]  # 10, 17, 31, ... 10^7 characters
-SHARD_MB = 64  # a plain JSONL input larger than 1.5 × this is read as ranges by several processes
 CHARS_PER_TOKEN_ESTIMATE = {"en": 4.0, "zh": 1.4, "code": 3.2, "other": 3.0}
 
 
 def load_pipeline_config(path: str | Path | None) -> dict:
-    cfg: dict[str, Any] = {"pipeline": DEFAULT_PIPELINE, "mixture": {}, "report": True, "shard_mb": SHARD_MB}
+    cfg: dict[str, Any] = {"pipeline": DEFAULT_PIPELINE, "mixture": {}, "report": True, "shard_mb": DEFAULT_SHARD_MB}
     if path:
         p = Path(path)
         loaded = read_yaml_mapping(p)
@@ -64,7 +63,7 @@ def load_pipeline_config(path: str | Path | None) -> dict:
     return cfg
 
 
-def run_stage(stage, engine, inputs: Sequence[str], out: Path, shard_mb: float = SHARD_MB) -> dict:
+def run_stage(stage, engine, inputs: Sequence[str], out: Path, shard_mb: float = DEFAULT_SHARD_MB) -> dict:
     """One stage over its input shards into ``out`` (skipped when ``out/manifest.json`` exists). A large
     plain JSONL input is cut into line-aligned ranges of about ``shard_mb`` so processes share it."""
     manifest = out / "manifest.json"

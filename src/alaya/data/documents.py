@@ -23,6 +23,7 @@ PARQUET_SUFFIXES = (".parquet",)
 TEXT_SUFFIXES = (".txt", ".md", ".txt.gz")
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer line is quarantined, not read into memory
 RAW_KEEP_BYTES = 4096  # how much of a bad line the quarantine keeps
+DEFAULT_SHARD_MB = 64  # a plain JSONL input above 1.5 × this is read as line-aligned ranges (plan_shards)
 
 
 @dataclass

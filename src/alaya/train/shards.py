@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from alaya.data.documents import Quarantine, expand_paths, read_documents
+from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, plan_shards, read_documents
 from alaya.tokenizer import AlayaTokenizer
 from alaya.train.data import token_dtype
 
@@ -124,7 +124,7 @@ def _tokenize_task(args: tuple) -> dict:
     for w in writers.values():
         w.close()
         shards += [{"source": w.source, "split": w.split, **d} for d in w.done]
-    record = {"task": task, "input": path, "documents": docs, "quarantined": quarantine.count,
+    record = {"task": task, "input": str(path), "documents": docs, "quarantined": quarantine.count,
               "quarantine_examples": [r.to_json() for r in quarantine.records[:20]], "shards": shards}
     _atomic_json(out / "tasks" / f"{task:05d}.json", record)
     return record
@@ -139,13 +139,16 @@ def tokenize_to_shards(
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     processes: int | None = None,
     progress: bool = True,
+    shard_mb: float = DEFAULT_SHARD_MB,
 ) -> dict:
-    """Tokenize every input file (resumable, parallel, deterministic) and write the index."""
+    """Tokenize every input file (resumable, parallel, deterministic) and write the index. One task per
+    file, or per line-aligned range of about ``shard_mb`` MB of a large plain JSONL file."""
     files = expand_paths(inputs)
     out = Path(output)
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     tok = AlayaTokenizer.load(tokenizer_dir)
-    settings = {"inputs": files, "group_by": list(group_by), "heldout_fraction": heldout_fraction,
+    tasks = plan_shards(files, int(shard_mb * 2**20))
+    settings = {"inputs": files, "shard_mb": shard_mb, "group_by": list(group_by), "heldout_fraction": heldout_fraction,
                 "shard_tokens": shard_tokens, "tokenizer_sha1": hashlib.sha1(
                     (Path(tokenizer_dir) / "tokenizer.json").read_bytes()).hexdigest()}
     settings_path = out / "settings.json"
@@ -161,11 +164,11 @@ def tokenize_to_shards(
         rec = json.loads(p.read_text(encoding="utf-8"))
         done[rec["task"]] = rec
     todo = [(i, f, str(out), str(tokenizer_dir), tuple(group_by), heldout_fraction, shard_tokens, 256)
-            for i, f in enumerate(files) if i not in done]
+            for i, f in enumerate(tasks) if i not in done]
     if done:
-        print(f"{len(done)} of {len(files)} inputs already tokenized in {out}; {len(todo)} to go", file=sys.stderr)
+        print(f"{len(done)} of {len(tasks)} inputs already tokenized in {out}; {len(todo)} to go", file=sys.stderr)
     processes = processes or min(len(todo), os.cpu_count() or 1) or 1
-    with tqdm(total=len(files), initial=len(done), desc="tokenize", unit=" files", disable=not progress) as bar:
+    with tqdm(total=len(tasks), initial=len(done), desc="tokenize", unit=" shards", disable=not progress) as bar:
         if processes == 1 or len(todo) <= 1:
             results = map(_tokenize_task, todo)
             for rec in results:
