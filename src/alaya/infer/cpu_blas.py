@@ -3,7 +3,7 @@
 Decoding multiplies one row per sequence by every weight matrix: matrix-vector products bound by memory
 bandwidth. PyTorch's CPU wheels call MKL for them; numpy's wheels ship OpenBLAS. On AMD processors MKL
 takes a generic code path, and OpenBLAS's kernel for these shapes runs 1.5 to 3 times faster (measured on
-the 2-core EPYC: one pass over alaya-50m's weights at batch 1, 12.3 ms with torch, 8.2 ms with numpy). On
+the 2-core EPYC: one pass over alaya-50m's weights at batch 1, 11-12 ms with torch, 7.5-8.2 ms with numpy). On
 other machines it may be the other way round, so :func:`use_fastest_blas` measures both on the model's own
 matrices, then on whole decoding steps at a realistic context length, and switches only when numpy wins
 clearly on both.
