@@ -366,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     tk = dsub.add_parser("tokenize", formatter_class=_formatter, help="documents to uint16 token shards for pretraining",
                          description="Tokenize documents (JSONL/Parquet/text, builtin:demo) into memory-mapped token shards grouped by\n"
                                      "mixture source (meta fields, default lang-type), documents separated by </s>, with index.json.\n"
-                                     "Parallel over input files, deterministic, resumable (a rerun skips finished inputs).",
+                                     "Parallel over input files (a large plain JSONL file is cut into line-aligned ranges, --shard-mb),\n"
+                                     "deterministic, resumable (a rerun skips finished tasks).",
                          epilog="examples:\n  alaya data tokenize --input ../shared/data/corpus --tokenizer tok --output tokens\n"
                                 "  alaya data tokenize --input curated/data --tokenizer tok --output tokens --group-by lang")
     tk.add_argument("--input", nargs="+", required=True)

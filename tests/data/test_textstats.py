@@ -51,3 +51,15 @@ def test_ngram_fractions_match_the_plain_definition(units, n):
     got = ngram_fractions(ids, lens, n)
     want = _reference(units, n)
     assert np.allclose(got, want), (got, want)
+
+
+def test_word_ids_do_not_depend_on_the_process_string_hash_seed():
+    import os
+    import subprocess
+    import sys
+
+    code = ("from alaya.data.stages.textstats import word_units; "
+            "print(word_units('the cat sat on the mat, the cat 你好')[0].tolist())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(outs) == 1  # equal ids in every process: filter decisions are reproducible across workers

@@ -90,14 +90,25 @@ def test_the_timing_pass_reads_a_bounded_sample_of_the_weights(small_config):
     assert [id(p) for p in sample] == [id(p) for p in one_block]  # a big model: a block's worth, no head
 
 
-def test_switching_back_restores_torch_and_the_step_timer_runs(pair):
-    from alaya.infer.cpu_blas import _decode_step_seconds, switch_to_torch
+def test_switching_back_restores_torch(pair):
+    from alaya.infer.cpu_blas import switch_to_torch
 
     ref, fast = pair
-    assert _decode_step_seconds(fast) > 0
     switch_to_torch(fast)
     assert not fast.blas and not any(isinstance(m, BlasLinear) for m in fast.modules())
     assert fast.head_linear is torch.nn.functional.linear
     ids = torch.tensor([PROMPTS[1]])
     with torch.inference_mode():
         assert torch.allclose(fast(ids)[0], ref(ids)[0], atol=1e-5)
+
+
+def test_the_choice_leaves_a_consistent_model_either_way(small_config):
+    torch.manual_seed(0)
+    ref = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    m = copy.deepcopy(ref)
+    relayout_for_decoding(m)
+    chose_numpy = use_fastest_blas(m)  # which way depends on the machine; the model must work either way
+    assert chose_numpy == m.blas == any(isinstance(x, BlasLinear) for x in m.modules())
+    assert (m.head_linear is torch.nn.functional.linear) != chose_numpy
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0)
+    assert generate(m, PROMPTS, cfg) == generate(ref, PROMPTS, cfg)

@@ -78,6 +78,11 @@ def word_table() -> np.ndarray:
     return _TABLES["word"]
 
 
+def codepoints(text: str) -> np.ndarray:
+    """The text as a uint32 array of code points (lone surrogates kept)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
 def exact_fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
@@ -89,7 +94,7 @@ def fold_batch(texts: list[str]) -> np.ndarray:
     if joined.count("\x00") != len(texts) - 1:
         texts = [t.replace("\x00", " ") for t in texts]
         joined = "\x00".join(texts)
-    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    cps = codepoints(joined)
     special = np.zeros(len(texts), dtype=np.bool_)
     out = _fold(cps, *fold_table(), special)
     if not special.any():
@@ -98,7 +103,7 @@ def fold_batch(texts: list[str]) -> np.ndarray:
     parts = []
     for i in range(len(texts)):
         if special[i]:
-            parts.append(np.frombuffer(exact_fold(texts[i]).encode("utf-32-le", "surrogatepass"), dtype=np.uint32))
+            parts.append(codepoints(exact_fold(texts[i])))
         else:
             parts.append(out[bounds[i] : bounds[i + 1] - 1])
         if i + 1 < len(texts):

@@ -17,11 +17,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from alaya.data.dedup.kernels import codepoints, splitmix64
+
 _SPACE, _ALPHA = 1, 2
 _P = np.uint64(0x100000001B3)
-_MIX1 = np.uint64(0x9E3779B97F4A7C15)
-_MIX2 = np.uint64(0xBF58476D1CE4E5B9)
-_S31, _S29 = np.uint64(31), np.uint64(29)
 _TABLE: list[np.ndarray] = []
 
 
@@ -33,10 +32,6 @@ def char_classes() -> np.ndarray:
         alpha = np.fromiter(map(str.isalpha, every), dtype=np.bool_, count=len(every))
         _TABLE.append((space * _SPACE + alpha * _ALPHA).astype(np.uint8))
     return _TABLE[0]
-
-
-def codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -80,13 +75,6 @@ def char_units(text: str) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.ones(len(ids), dtype=np.int64)
 
 
-@numba.njit(inline="always")
-def _mix(x):
-    x = (x ^ (x >> _S31)) * _MIX1
-    x = (x ^ (x >> _S29)) * _MIX2
-    return x ^ (x >> _S31)
-
-
 @numba.njit(cache=True, nogil=True)
 def ngram_fractions(ids, lens, n):
     """(top n-gram character share, duplicated n-gram character share) of the unit sequence."""
@@ -119,7 +107,7 @@ def ngram_fractions(ids, lens, n):
     for j in range(m):
         if j:
             h = (h - ids[j - 1] * top) * _P + ids[j + n - 1]
-        slot = _mix(h) & mask
+        slot = splitmix64(h) & mask
         while used[slot] and keys[slot] != h:
             slot = (slot + np.uint64(1)) & mask
         if not used[slot]:
