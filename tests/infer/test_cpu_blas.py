@@ -5,7 +5,7 @@ import torch
 
 from alaya.infer.cpu_blas import BlasLinear, switch_to_numpy_blas, use_fastest_blas
 from alaya.infer.generate import BatchDecoder, GenerationConfig, generate
-from alaya.infer.loading import relayout_for_decoding
+from alaya.infer.cpu_blas import relayout_for_decoding
 from alaya.model.mpt import AlayaForCausalLM
 
 PROMPTS = [[5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], [100]]

@@ -164,7 +164,10 @@ class BatchDecoder:
             logits = logits.index_fill(1, self.banned_cols, float("-inf"))
         elif self.banned is not None:
             logits = logits.masked_fill(self.banned, float("-inf"))
-        tok = logits.argmax(-1)
+        if logits.device.type == "cpu":  # numpy's argmax: 5 µs for 60160 logits, torch's ~50 µs
+            tok = torch.from_numpy(logits.numpy().argmax(-1))
+        else:
+            tok = logits.argmax(-1)
         if not self.all_greedy:
             probs = _filter_logits(logits, self.temperature, self.top_k, self.top_p).softmax(-1)
             for i, g in enumerate(self.generators):

@@ -169,6 +169,9 @@ class AlayaForCausalLM(nn.Module):
         self.activation_checkpointing = False
         self.head_linear = F.linear  # the tied output head's product; alaya.infer.cpu_blas may swap it
         self.blas = False  # whether decoding multiplies with numpy's BLAS (alaya.infer.cpu_blas)
+        # a compiled whole-network decoding step (alaya.infer.cpu_decode) for one new token per row with a
+        # cache; it returns None for a case it does not handle, and the PyTorch path below runs
+        self.decode_step = None
         self._slopes: dict[torch.device, torch.Tensor] = {}  # per device; not a buffer, so meta init is clean
         if self.transformer.wte.weight.device.type != "meta":
             self.reset_parameters()
@@ -213,6 +216,11 @@ class AlayaForCausalLM(nn.Module):
         With ``cache``, the new keys and values are written at ``cache.length`` and the cache advances.
         """
         B, T = input_ids.shape
+        if (self.decode_step is not None and T == 1 and cache is not None and attention_mask is not None
+                and labels is None and not torch.is_grad_enabled()):
+            logits = self.decode_step(input_ids, attention_mask, cache)
+            if logits is not None:
+                return logits, None
         past = cache.length if cache is not None else 0
         n_keys = past + T
         if cache is not None and n_keys > cache.capacity:

@@ -1,0 +1,227 @@
+"""One decoding step of the whole network as one compiled call, for CPU fp32 decoding of a few rows.
+
+At batch 1 a decoding step multiplies one vector by every weight matrix: the work is reading the weights
+from memory once, and the compiled product (:func:`few_rows_product`) does that at
+the machine's read bandwidth. What is left is everything else the step does: about 25 small PyTorch
+operations per block (layer norms, the attention over the KV cache, GELU, residual adds, views), each a
+few microseconds of dispatch, which at alaya-50m added 2.5-3 ms to a 6 ms step. Here the step runs in
+one numba function: layer norm, the QKV product, the new key and value written into the same
+:class:`~alaya.model.mpt.KVCache` tensors the PyTorch model uses (prefill and later steps may alternate
+freely between the two paths), ALiBi attention over the valid keys, the output projection, the FFN with
+exact GELU, the final norm and the tied head.
+
+It computes what :meth:`AlayaForCausalLM.forward` computes for one new token per row with a cache and an
+attention mask (tests compare logits and greedy output); the sums run in a different order, so results
+agree to float rounding. :func:`install` attaches it to a model (``model.decode_step``); the model's
+forward uses it only for that case (CPU, fp32, no autograd, at most ``FEW_ROWS`` rows) and otherwise runs
+the PyTorch path.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numba
+import numpy as np
+import torch
+
+from alaya.model.mpt import AlayaForCausalLM, KVCache
+
+_FM = {"reassoc", "contract"}  # vectorised sums; no assumptions about inf / NaN
+FEW_ROWS = 16  # up to this many rows the compiled kernels; more, numpy's BLAS (measured crossover ~20)
+# One compiled parallel launch at a time: numba's fallback threading layer (workqueue, when no OpenMP
+# runtime is found) aborts the process on launches from two threads at once; two decoders in two threads
+# (a server and a script) take turns per step instead. They would share the same cores anyway.
+launch_lock = threading.Lock()
+
+
+@numba.njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
+def few_rows_product(x, w, out):
+    """``out = x @ w.T`` for a few rows ``x`` [B, K] and a row-major weight ``w`` [N, K].
+
+    The output features are split between the threads; each weight row is read from memory once and
+    multiplied by every row of ``x`` while it is in the L1 cache, so at batch 1 the product runs at the
+    machine's read bandwidth (OpenBLAS's sgemv reached about three quarters of it on the 2-core EPYC, and
+    reads the weights once per row of ``x`` for B > 1). ``reassoc`` lets the dot products use vector
+    lanes: the sum order differs from BLAS's; the rounding differences are those of any BLAS.
+    """
+    n_rows, k = x.shape
+    for i in numba.prange(w.shape[0]):
+        wi = w[i]
+        for b in range(n_rows):
+            xb = x[b]
+            acc = np.float32(0.0)
+            for j in range(k):
+                acc += wi[j] * xb[j]
+            out[b, i] = acc
+
+
+@numba.njit(fastmath=_FM, cache=True, nogil=True)
+def _layer_norm(x, weight, eps, out):
+    n_rows, d = x.shape
+    for b in range(n_rows):
+        mean = 0.0
+        for j in range(d):
+            mean += x[b, j]
+        mean /= d
+        var = 0.0
+        for j in range(d):
+            diff = x[b, j] - mean
+            var += diff * diff
+        inv = 1.0 / math.sqrt(var / d + eps)
+        for j in range(d):
+            out[b, j] = np.float32((x[b, j] - mean) * inv) * weight[j]
+
+
+@numba.njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
+def _attend(qkv, keys, values, layer, pos, valid, slopes, out):
+    """Write this step's keys / values at ``pos`` and attend over keys 0..pos with ALiBi and the mask."""
+    n_rows = qkv.shape[0]
+    n_heads, head_dim = keys.shape[2], keys.shape[4]
+    d = n_heads * head_dim
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    for b in range(n_rows):
+        for h in range(n_heads):
+            for j in range(head_dim):
+                keys[layer, b, h, pos, j] = qkv[b, d + h * head_dim + j]
+                values[layer, b, h, pos, j] = qkv[b, 2 * d + h * head_dim + j]
+    for bh in numba.prange(n_rows * n_heads):
+        b, h = bh // n_heads, bh % n_heads
+        q = qkv[b, h * head_dim:(h + 1) * head_dim]
+        scores = np.empty(pos + 1, dtype=np.float32)
+        best = -np.inf
+        for s in range(pos + 1):
+            if s == pos or valid[b, s]:  # a row always sees its own new token
+                k = keys[layer, b, h, s]
+                dot = np.float32(0.0)
+                for j in range(head_dim):
+                    dot += q[j] * k[j]
+                sc = dot * scale + slopes[h] * np.float32(s - pos)
+                scores[s] = sc
+                if sc > best:
+                    best = sc
+            else:
+                scores[s] = -np.inf
+        total = np.float32(0.0)
+        for s in range(pos + 1):
+            e = np.float32(math.exp(scores[s] - best)) if scores[s] != -np.inf else np.float32(0.0)
+            scores[s] = e
+            total += e
+        y = out[b, h * head_dim:(h + 1) * head_dim]
+        y[:] = 0.0
+        for s in range(pos + 1):
+            p = scores[s] / total
+            if p != 0.0:
+                v = values[layer, b, h, s]
+                for j in range(head_dim):
+                    y[j] += p * v[j]
+
+
+@numba.njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
+def _gelu(x):
+    flat = x.reshape(-1)
+    for i in numba.prange(flat.size):
+        v = flat[i]
+        flat[i] = np.float32(0.5) * v * (np.float32(1.0) + np.float32(math.erf(v * np.float32(0.7071067811865476))))
+
+
+@numba.njit(fastmath=_FM, cache=True, nogil=True)
+def _step(tokens, valid, pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, norm_f, keys, values, slopes,
+          eps, logit_scale, logits):
+    n_rows = tokens.shape[0]
+    d = wte.shape[1]
+    x = np.empty((n_rows, d), dtype=np.float32)
+    for b in range(n_rows):
+        x[b] = wte[tokens[b]]
+    h = np.empty_like(x)
+    qkv = np.empty((n_rows, wqkv[0].shape[0]), dtype=np.float32)
+    att = np.empty_like(x)
+    proj = np.empty_like(x)
+    ffn = np.empty((n_rows, up[0].shape[0]), dtype=np.float32)
+    for layer in range(len(wqkv)):
+        _layer_norm(x, norm_1[layer], eps, h)
+        few_rows_product(h, wqkv[layer], qkv)
+        _attend(qkv, keys, values, layer, pos, valid, slopes, att)
+        few_rows_product(att, out_proj[layer], proj)
+        x += proj
+        _layer_norm(x, norm_2[layer], eps, h)
+        few_rows_product(h, up[layer], ffn)
+        _gelu(ffn)
+        few_rows_product(ffn, down[layer], proj)
+        x += proj
+    _layer_norm(x, norm_f, eps, h)
+    few_rows_product(h, wte, logits)
+    if logit_scale != 1.0:
+        logits *= np.float32(logit_scale)
+
+
+class FusedDecodeStep:
+    """``model.decode_step``: logits [B, 1, V] for one new token per row, or ``None`` when this case is not
+    one it handles (the caller then runs the PyTorch path)."""
+
+    max_rows = FEW_ROWS
+
+    def __init__(self, model: AlayaForCausalLM):
+        self.model = model
+        t = model.transformer
+        # the Parameter objects, looked up once (a module replaced later needs a new install); their data
+        # pointers are checked at every step, so a cast, a move or a new layout is seen and never read stale
+        self._params = [t.wte.weight, t.norm_f.weight]
+        for blk in t.blocks:
+            self._params += [blk.norm_1.weight, blk.attn.Wqkv.weight, blk.attn.out_proj.weight,
+                             blk.norm_2.weight, blk.ffn.up_proj.weight, blk.ffn.down_proj.weight]
+        self._arrays: tuple | None = None
+        self._pointers: list[int] = []
+
+    def _weights(self) -> tuple | None:
+        params = self._params
+        pointers = [p.data_ptr() for p in params]
+        if self._arrays is not None and pointers == self._pointers:
+            return self._arrays
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous() for p in params):
+            return None
+        arrays = [p.detach().numpy() for p in params]
+        per_block = [tuple(arrays[2 + i::6]) for i in range(6)]
+        self._arrays = (arrays[0], *per_block, arrays[1])
+        self._pointers = pointers
+        return self._arrays
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache):
+        B = input_ids.shape[0]
+        if (B > self.max_rows or input_ids.device.type != "cpu" or cache.keys.dtype != torch.float32
+                or not cache.keys.is_contiguous() or not cache.values.is_contiguous()
+                or torch.is_autocast_enabled("cpu")):
+            return None
+        weights = self._weights()
+        if weights is None:
+            return None
+        pos = cache.length
+        if pos + 1 > cache.capacity:
+            raise ValueError(f"KV cache holds {cache.capacity} positions; {pos + 1} requested")
+        V = self.model.config.vocab_size
+        if bool((input_ids < 0).any()) or bool((input_ids >= V).any()):
+            raise IndexError(f"token ids must be in [0, {V})")
+        if attention_mask.shape != (B, pos + 1):
+            raise ValueError(f"attention_mask must have shape {(B, pos + 1)}, got {tuple(attention_mask.shape)}")
+        wte, norm_1, wqkv, out_proj, norm_2, up, down, norm_f = weights
+        cfg = self.model.config
+        logits = np.empty((B, wte.shape[0]), dtype=np.float32)
+        with launch_lock:
+            _step(
+                input_ids.reshape(B).numpy().astype(np.int64, copy=False),
+                np.ascontiguousarray(attention_mask.numpy().astype(np.bool_, copy=False)),
+                pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, norm_f,
+                cache.keys.numpy(), cache.values.numpy(), self.model.slopes(input_ids.device).numpy(),
+                float(cfg.layer_norm_epsilon), float(cfg.logit_scale if cfg.logit_scale is not None else 1.0),
+                logits,
+            )
+        cache.length = pos + 1
+        return torch.from_numpy(logits)[:, None, :]
+
+
+def install(model: AlayaForCausalLM) -> None:
+    model.decode_step = FusedDecodeStep(model)
+
+
+def uninstall(model: AlayaForCausalLM) -> None:
+    model.decode_step = None

@@ -1,0 +1,138 @@
+"""The compiled whole-network decoding step computes what the PyTorch forward computes."""
+import copy
+import threading
+
+import pytest
+import torch
+
+from alaya.infer import cpu_decode
+from alaya.infer.cpu_blas import switch_to_numpy_blas, switch_to_torch
+from alaya.infer.generate import GenerationConfig, generate
+from alaya.model.mpt import AlayaForCausalLM
+
+PROMPTS = [[5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], [100]]
+
+
+@pytest.fixture
+def pair(small_config):
+    ref = AlayaForCausalLM(small_config.replace(logit_scale=0.5)).eval().requires_grad_(False)
+    with torch.no_grad():  # norms away from 1, so a missing norm weight would show
+        for p in ref.parameters():
+            if p.ndim == 1:
+                p.uniform_(0.5, 1.5)
+        ref.transformer.wte.weight.mul_(3)
+    fast = copy.deepcopy(ref)
+    switch_to_numpy_blas(fast)
+    return ref, fast
+
+
+def _prefill(model, prompts, capacity):
+    L = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), L), 2)
+    mask = torch.zeros(len(prompts), capacity, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, L - len(p):] = torch.tensor(p)
+        mask[i, L - len(p):L] = True
+    cache = model.new_cache(len(prompts), capacity)
+    model(ids, attention_mask=mask[:, :L], cache=cache)
+    return cache, mask, L
+
+
+@torch.inference_mode()
+def test_steps_give_the_torch_logits_and_cache_with_padding_and_finished_rows(pair):
+    ref, fast = pair
+    assert isinstance(fast.decode_step, cpu_decode.FusedDecodeStep)
+    cap = 24
+    c_ref, mask, L = _prefill(ref, PROMPTS, cap)
+    c_fast, _, _ = _prefill(fast, PROMPTS, cap)
+    toks = torch.tensor([[9], [10], [11]])
+    for step in range(6):
+        pos = L + step
+        mask[:, pos] = True
+        if step >= 3:
+            mask[1, pos] = False  # row 1 finished: its new positions are padding
+        fused = fast.decode_step(toks, mask[:, : pos + 1], c_fast)
+        assert fused is not None  # the compiled path ran
+        expect, _ = ref(toks, attention_mask=mask[:, : pos + 1], cache=c_ref)
+        assert fused.shape == expect.shape == (3, 1, ref.config.vocab_size)
+        torch.testing.assert_close(fused, expect, atol=1e-4, rtol=1e-4)
+        assert c_fast.length == c_ref.length == pos + 1
+        torch.testing.assert_close(c_fast.keys[:, :, :, : pos + 1], c_ref.keys[:, :, :, : pos + 1])
+        torch.testing.assert_close(c_fast.values[:, :, :, : pos + 1], c_ref.values[:, :, :, : pos + 1])
+        toks = expect[:, -1].argmax(-1, keepdim=True)
+
+
+def test_greedy_and_seeded_sampling_equal_the_torch_model(pair):
+    ref, fast = pair
+    greedy = GenerationConfig(max_new_tokens=30, temperature=0, eos_token_id=-1)
+    assert generate(fast, PROMPTS, greedy) == generate(ref, PROMPTS, greedy)
+    sampled = GenerationConfig(max_new_tokens=30, temperature=0.8, top_p=0.9, seed=3, repetition_penalty=1.2)
+    assert generate(fast, PROMPTS, sampled) == generate(ref, PROMPTS, sampled)
+
+
+@torch.inference_mode()
+def test_cases_it_does_not_handle_run_the_torch_path(pair):
+    ref, fast = pair
+    step = fast.decode_step
+    # a bf16 cache, more rows than the kernels take, autocast: None, and the model's forward still answers
+    cache, mask, L = _prefill(fast, PROMPTS, 20)
+    bf16 = fast.new_cache(3, 20, dtype=torch.bfloat16)
+    assert step(torch.tensor([[1], [2], [3]]), mask[:, : L + 1], bf16) is None
+    many = [[7, 8]] * (cpu_decode.FEW_ROWS + 1)
+    c_many, m_many, L2 = _prefill(fast, many, 8)
+    m_many[:, L2] = True
+    tok = torch.full((len(many), 1), 9)
+    assert step(tok, m_many[:, : L2 + 1], c_many) is None
+    got, _ = fast(tok, attention_mask=m_many[:, : L2 + 1], cache=c_many)
+    c_ref, _, _ = _prefill(ref, many, 8)
+    expect, _ = ref(tok, attention_mask=m_many[:, : L2 + 1], cache=c_ref)
+    torch.testing.assert_close(got, expect, atol=1e-4, rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert step(torch.tensor([[1], [2], [3]]), mask[:, : L + 1], cache) is None
+
+
+@torch.inference_mode()
+def test_bad_token_ids_and_masks_are_refused_with_the_reason(pair):
+    _, fast = pair
+    cache, mask, L = _prefill(fast, PROMPTS, 20)
+    mask[:, L] = True
+    with pytest.raises(IndexError, match=r"\[0, 320\)"):
+        fast.decode_step(torch.tensor([[1], [320], [3]]), mask[:, : L + 1], cache)
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        fast.decode_step(torch.tensor([[1], [2], [3]]), mask[:, :L], cache)
+    cache.length = cache.capacity
+    with pytest.raises(ValueError, match="KV cache holds 20 positions"):
+        fast.decode_step(torch.tensor([[1], [2], [3]]), torch.ones(3, 21, dtype=torch.bool), cache)
+
+
+def test_new_weights_are_seen_never_stale_copies(pair):
+    ref, fast = pair
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0, eos_token_id=-1)
+    generate(fast, PROMPTS, cfg)  # the step has looked at the weights once
+    torch.manual_seed(1)
+    other = AlayaForCausalLM(ref.config).eval().requires_grad_(False)
+    fast.load_state_dict(other.state_dict())  # copied in place
+    assert generate(fast, PROMPTS, cfg) == generate(other, PROMPTS, cfg)
+    with torch.no_grad():  # replaced storage (what a cast or a move does)
+        fast.transformer.blocks[0].ffn.up_proj.weight.data = other.transformer.blocks[0].ffn.up_proj.weight * 2
+        other.transformer.blocks[0].ffn.up_proj.weight.mul_(2)
+    assert generate(fast, PROMPTS, cfg) == generate(other, PROMPTS, cfg)
+    switch_to_torch(fast)
+    assert fast.decode_step is None
+
+
+def test_two_threads_decoding_at_once_both_get_their_own_answer(pair):
+    ref, fast = pair
+    cfg = GenerationConfig(max_new_tokens=40, temperature=0, eos_token_id=-1)
+    expect = [generate(ref, [p], cfg) for p in PROMPTS]
+    results: dict[int, list] = {}
+
+    def work(i):
+        results[i] = generate(fast, [PROMPTS[i]], cfg)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i] for i in range(len(PROMPTS))] == expect
