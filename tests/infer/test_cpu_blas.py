@@ -78,18 +78,6 @@ def test_bf16_models_keep_torch_matmuls(small_config):
     assert not any(isinstance(x, BlasLinear) for x in m.modules())
 
 
-def test_the_timing_pass_reads_a_bounded_sample_of_the_weights(small_config):
-    from alaya.infer.cpu_blas import _sample_weights
-
-    m = AlayaForCausalLM(small_config)
-    every = [p for p in m.parameters() if p.ndim == 2]
-    assert len(_sample_weights(m)) == len(every)  # a small model: all of it, head included
-    one_block = [p for p in m.transformer.blocks[0].parameters() if p.ndim == 2]
-    block_bytes = sum(p.numel() * 4 for p in one_block)
-    sample = _sample_weights(m, budget_bytes=block_bytes)
-    assert [id(p) for p in sample] == [id(p) for p in one_block]  # a big model: a block's worth, no head
-
-
 def test_switching_back_restores_torch(pair):
     from alaya.infer.cpu_blas import switch_to_torch
 

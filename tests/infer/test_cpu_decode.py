@@ -136,3 +136,42 @@ def test_two_threads_decoding_at_once_both_get_their_own_answer(pair):
     for t in threads:
         t.join()
     assert [results[i] for i in range(len(PROMPTS))] == expect
+
+
+def test_the_decoding_loop_runs_every_step_through_the_compiled_call(pair, monkeypatch):
+    _, fast = pair
+    calls = []
+    real = cpu_decode.FusedDecodeStep.step
+    monkeypatch.setattr(cpu_decode.FusedDecodeStep, "step", lambda self, *a: calls.append(1) or real(self, *a))
+    generate(fast, PROMPTS, GenerationConfig(max_new_tokens=9, temperature=0, eos_token_id=-1))
+    assert len(calls) == 8  # every token after the prefill's
+    calls.clear()
+    many = [[7, 8]] * (cpu_decode.FEW_ROWS + 1)  # too many rows: the PyTorch path, same answers
+    generate(fast, many, GenerationConfig(max_new_tokens=3, temperature=0))
+    assert calls == []
+
+
+def test_a_fresh_process_can_time_and_run_the_compiled_step():
+    # the load-time choice times fused steps before any other compiled call; the step runs the parallel
+    # products from inside compiled code, a path on which numba does not start its thread pool, and without
+    # the pool the process crashed (segfault). Run in fresh processes, the first may fill numba's cache.
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from alaya.model.config import ModelConfig\n"
+        "from alaya.model.mpt import AlayaForCausalLM\n"
+        "from alaya.infer.cpu_blas import relayout_for_decoding, switch_to_numpy_blas, use_fastest_blas\n"
+        "from alaya.infer.generate import GenerationConfig, generate\n"
+        "m = AlayaForCausalLM(ModelConfig(d_model=128, n_heads=4, n_layers=1, vocab_size=4096, max_seq_len=2048))\n"
+        "m.eval().requires_grad_(False)\n"
+        "relayout_for_decoding(m)\n"
+        "use_fastest_blas(m)\n"
+        "switch_to_numpy_blas(m)\n"
+        "print(generate(m, [[5, 6, 7]], GenerationConfig(max_new_tokens=4, temperature=0, eos_token_id=-1)))\n"
+    )
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+        assert done.stdout.startswith("[[")

@@ -58,51 +58,16 @@ class BlasLinear(nn.Linear):
         return out if self.bias is None else out + self.bias
 
 
-def _pass_seconds(fn, weights: list[torch.Tensor], repeats: int = 5) -> float:
-    xs = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first pass warms the caches and thread pools
-        t0 = time.perf_counter()
-        for w in weights:
-            fn(xs[w.shape[1]], w)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def _sample_weights(model: AlayaForCausalLM, budget_bytes: int = 512 * 2**20) -> list[torch.Tensor]:
-    """The matrices to time: the blocks' in order, then the tied head, up to ``budget_bytes`` (at least
-    one block's), so a 7B model is judged on a block's worth of reads rather than all 28 GB."""
-    head = model.transformer.wte.weight
-    picked, total = [], 0
-    for block in model.transformer.blocks:
-        mats = [p for p in block.parameters() if p.ndim == 2]
-        size = sum(m.numel() * m.element_size() for m in mats)
-        if picked and total + size > budget_bytes:
-            break
-        picked += mats
-        total += size
-    if total + head.numel() * head.element_size() <= budget_bytes:
-        picked.append(head)
-    return picked
-
-
 @torch.no_grad()
 def use_fastest_blas(model: AlayaForCausalLM, margin: float = 1.15) -> bool:
-    """Route the model's CPU fp32 matrix products to numpy's BLAS if one pass over its weights at batch 1 is
-    at least ``margin`` times faster there. Returns whether it switched (``model.blas``)."""
+    """Switch the model to the compiled CPU decoding path (:func:`switch_to_numpy_blas`) when whole decoding
+    steps at a realistic KV-cache length run at least ``margin`` times faster there than with PyTorch (each
+    side in its own weight layout). Returns whether it switched (``model.blas``)."""
     w = model.transformer.wte.weight
     if model.blas:
         return True
     if w.device.type != "cpu" or w.dtype != torch.float32:
         return False
-    weights = _sample_weights(model)
-    with decode_threads():  # each side in the layout it would use (row-major copies for the kernel)
-        t_numpy = _pass_seconds(blas_linear, [w.contiguous() for w in weights])
-    t_torch = _pass_seconds(F.linear, weights)
-    if t_torch < margin * t_numpy:
-        return False
-    # the products are faster; confirm on whole decoding steps at a realistic context length, because in
-    # numpy mode the rest of the step (attention over the KV cache above all) runs on one torch thread
     step_torch = _decode_step_seconds(model)
     switch_to_numpy_blas(model)
     with decode_threads():

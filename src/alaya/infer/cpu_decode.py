@@ -33,6 +33,10 @@ FEW_ROWS = 16  # up to this many rows the compiled kernels; more, numpy's BLAS (
 # runtime is found) aborts the process on launches from two threads at once; two decoders in two threads
 # (a server and a script) take turns per step instead. They would share the same cores anyway.
 launch_lock = threading.Lock()
+# Start numba's thread pool now (a documented call that starts it): a step loaded from numba's on-disk cache
+# runs the parallel products from inside compiled code, a path that does not start the pool, and a
+# parallel region without it crashes the process.
+numba.get_num_threads()
 
 
 @numba.njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
@@ -130,6 +134,9 @@ def _step(tokens, valid, pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, nor
           eps, logit_scale, logits):
     n_rows = tokens.shape[0]
     d = wte.shape[1]
+    for b in range(n_rows):
+        if tokens[b] < 0 or tokens[b] >= wte.shape[0]:
+            return False  # nothing written: the caller raises
     x = np.empty((n_rows, d), dtype=np.float32)
     for b in range(n_rows):
         x[b] = wte[tokens[b]]
@@ -153,6 +160,7 @@ def _step(tokens, valid, pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, nor
     few_rows_product(h, wte, logits)
     if logit_scale != 1.0:
         logits *= np.float32(logit_scale)
+    return True
 
 
 class FusedDecodeStep:
@@ -172,6 +180,10 @@ class FusedDecodeStep:
                              blk.norm_2.weight, blk.ffn.up_proj.weight, blk.ffn.down_proj.weight]
         self._arrays: tuple | None = None
         self._pointers: list[int] = []
+        cfg = model.config
+        self._slopes = model.slopes(torch.device("cpu")).numpy()
+        self._eps = float(cfg.layer_norm_epsilon)
+        self._logit_scale = float(cfg.logit_scale) if cfg.logit_scale is not None else 1.0
 
     def _weights(self) -> tuple | None:
         params = self._params
@@ -186,37 +198,44 @@ class FusedDecodeStep:
         self._pointers = pointers
         return self._arrays
 
+    def handles(self, batch_size: int, cache: KVCache) -> bool:
+        """Whether :meth:`step` takes this batch and cache with the model's weights as they are now."""
+        return (batch_size <= self.max_rows and cache.keys.device.type == "cpu"
+                and cache.keys.dtype == cache.values.dtype == torch.float32
+                and cache.keys.is_contiguous() and cache.values.is_contiguous()
+                and not torch.is_autocast_enabled("cpu") and self._weights() is not None)
+
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache):
         B = input_ids.shape[0]
-        if (B > self.max_rows or input_ids.device.type != "cpu" or cache.keys.dtype != torch.float32
-                or not cache.keys.is_contiguous() or not cache.values.is_contiguous()
-                or torch.is_autocast_enabled("cpu")):
+        if input_ids.device.type != "cpu" or attention_mask.device.type != "cpu" or not self.handles(B, cache):
             return None
+        return self.step(input_ids.numpy().reshape(B), attention_mask.numpy(), cache)
+
+    def step(self, ids: np.ndarray, mask: np.ndarray, cache: KVCache) -> torch.Tensor:
+        """Logits [B, 1, V] for token ids [B] and the mask [B, cache.length + 1] as numpy arrays; the cache
+        advances. For callers that checked :meth:`handles` for this cache (the decoding loop does, once):
+        numpy in and out, no PyTorch calls, because each costs microseconds (more with the caches cold
+        from streaming the weights) and all of this runs once per token."""
         weights = self._weights()
         if weights is None:
-            return None
+            raise RuntimeError("the model's weights are no longer CPU fp32 row-major; decode with the model's forward")
+        B = ids.shape[0]
         pos = cache.length
         if pos + 1 > cache.capacity:
             raise ValueError(f"KV cache holds {cache.capacity} positions; {pos + 1} requested")
-        V = self.model.config.vocab_size
-        if bool((input_ids < 0).any()) or bool((input_ids >= V).any()):
-            raise IndexError(f"token ids must be in [0, {V})")
-        if attention_mask.shape != (B, pos + 1):
-            raise ValueError(f"attention_mask must have shape {(B, pos + 1)}, got {tuple(attention_mask.shape)}")
+        if mask.shape != (B, pos + 1):
+            raise ValueError(f"attention_mask must have shape {(B, pos + 1)}, got {tuple(mask.shape)}")
         wte, norm_1, wqkv, out_proj, norm_2, up, down, norm_f = weights
-        cfg = self.model.config
-        logits = np.empty((B, wte.shape[0]), dtype=np.float32)
+        logits = np.empty((B, 1, wte.shape[0]), dtype=np.float32)
+        ids = ids.astype(np.int64, copy=False)
         with launch_lock:
-            _step(
-                input_ids.reshape(B).numpy().astype(np.int64, copy=False),
-                np.ascontiguousarray(attention_mask.numpy().astype(np.bool_, copy=False)),
-                pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, norm_f,
-                cache.keys.numpy(), cache.values.numpy(), self.model.slopes(input_ids.device).numpy(),
-                float(cfg.layer_norm_epsilon), float(cfg.logit_scale if cfg.logit_scale is not None else 1.0),
-                logits,
-            )
+            ok = _step(ids, np.ascontiguousarray(mask, dtype=np.bool_), pos, wte, norm_1, wqkv, out_proj, norm_2,
+                       up, down, norm_f, cache.keys.numpy(), cache.values.numpy(), self._slopes, self._eps,
+                       self._logit_scale, logits.reshape(B, -1))
+        if not ok:  # the kernel checks the ids before it writes anything
+            raise IndexError(f"token ids must be in [0, {wte.shape[0]}), got {ids.tolist()}")
         cache.length = pos + 1
-        return torch.from_numpy(logits)[:, None, :]
+        return torch.from_numpy(logits)
 
 
 def install(model: AlayaForCausalLM) -> None:
