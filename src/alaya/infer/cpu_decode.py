@@ -39,9 +39,16 @@ launch_lock = threading.Lock()
 numba.get_num_threads()
 
 
+@numba.njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _gelu(v):
+    """Exact GELU, ``F.gelu(v, approximate="none")``."""
+    return np.float32(0.5) * v * (np.float32(1.0) + np.float32(math.erf(v * np.float32(0.7071067811865476))))
+
+
 @numba.njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def few_rows_product(x, w, out):
-    """``out = x @ w.T`` for a few rows ``x`` [B, K] and a row-major weight ``w`` [N, K].
+def _product(x, w, out, gelu):
+    """``out = x @ w.T`` for a few rows ``x`` [B, K] and a row-major weight ``w`` [N, K]; with ``gelu``,
+    ``GELU(x @ w.T)``, applied as each output is made (free: the loop waits on memory, not on arithmetic).
 
     The output features are split between the threads; each weight row is read from memory once and
     multiplied by every row of ``x`` while it is in the L1 cache, so at batch 1 the product runs at the
@@ -57,7 +64,12 @@ def few_rows_product(x, w, out):
             acc = np.float32(0.0)
             for j in range(k):
                 acc += wi[j] * xb[j]
-            out[b, i] = acc
+            out[b, i] = _gelu(acc) if gelu else acc
+
+
+def few_rows_product(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """``out = x @ w.T`` (float32, ``x`` [B, K] with B up to ``FEW_ROWS``, ``w`` [N, K] row-major)."""
+    _product(x, w, out, False)
 
 
 @numba.njit(fastmath=_FM, cache=True, nogil=True)
@@ -121,14 +133,6 @@ def _attend(qkv, keys, values, layer, pos, valid, slopes, out):
                     y[j] += p * v[j]
 
 
-@numba.njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def _gelu(x):
-    flat = x.reshape(-1)
-    for i in numba.prange(flat.size):
-        v = flat[i]
-        flat[i] = np.float32(0.5) * v * (np.float32(1.0) + np.float32(math.erf(v * np.float32(0.7071067811865476))))
-
-
 @numba.njit(fastmath=_FM, cache=True, nogil=True)
 def _step(tokens, valid, pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, norm_f, keys, values, slopes,
           eps, logit_scale, logits):
@@ -147,17 +151,16 @@ def _step(tokens, valid, pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, nor
     ffn = np.empty((n_rows, up[0].shape[0]), dtype=np.float32)
     for layer in range(len(wqkv)):
         _layer_norm(x, norm_1[layer], eps, h)
-        few_rows_product(h, wqkv[layer], qkv)
+        _product(h, wqkv[layer], qkv, False)
         _attend(qkv, keys, values, layer, pos, valid, slopes, att)
-        few_rows_product(att, out_proj[layer], proj)
+        _product(att, out_proj[layer], proj, False)
         x += proj
         _layer_norm(x, norm_2[layer], eps, h)
-        few_rows_product(h, up[layer], ffn)
-        _gelu(ffn)
-        few_rows_product(ffn, down[layer], proj)
+        _product(h, up[layer], ffn, True)
+        _product(ffn, down[layer], proj, False)
         x += proj
     _layer_norm(x, norm_f, eps, h)
-    few_rows_product(h, wte, logits)
+    _product(h, wte, logits, False)
     if logit_scale != 1.0:
         logits *= np.float32(logit_scale)
     return True
@@ -213,12 +216,13 @@ class FusedDecodeStep:
 
     def step(self, ids: np.ndarray, mask: np.ndarray, cache: KVCache) -> torch.Tensor:
         """Logits [B, 1, V] for token ids [B] and the mask [B, cache.length + 1] as numpy arrays; the cache
-        advances. For callers that checked :meth:`handles` for this cache (the decoding loop does, once):
-        numpy in and out, no PyTorch calls, because each costs microseconds (more with the caches cold
-        from streaming the weights) and all of this runs once per token."""
-        weights = self._weights()
+        advances. For callers that checked :meth:`handles` for this cache, and so for the weights as they
+        are (the decoding loop does, once per run; the model's forward, at every call): numpy in and out, no
+        PyTorch calls, because each costs microseconds (more with the caches cold from streaming the
+        weights) and all of this runs once per token."""
+        weights = self._arrays
         if weights is None:
-            raise RuntimeError("the model's weights are no longer CPU fp32 row-major; decode with the model's forward")
+            raise RuntimeError("FusedDecodeStep.step before handles(): the weights have not been looked at")
         B = ids.shape[0]
         pos = cache.length
         if pos + 1 > cache.capacity:
