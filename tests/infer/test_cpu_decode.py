@@ -38,14 +38,33 @@ def _prefill(model, prompts, capacity):
     return cache, mask, L
 
 
+def test_the_few_rows_product_with_and_without_gelu():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for rows in range(1, cpu_decode.FEW_ROWS + 1):  # in fours and the rest
+        x = rng.standard_normal((rows, 300), dtype=np.float32)
+        w = rng.standard_normal((77, 300), dtype=np.float32)
+        expect = torch.from_numpy(x.astype(np.float64) @ w.T.astype(np.float64))
+        out = np.empty((rows, 77), dtype=np.float32)
+        cpu_decode.few_rows_product(x, w, out)
+        torch.testing.assert_close(torch.from_numpy(out).double(), expect, atol=1e-4, rtol=1e-5)
+        cpu_decode._product(x, w, out, True)
+        torch.testing.assert_close(torch.from_numpy(out).double(), torch.nn.functional.gelu(expect), atol=1e-4, rtol=1e-5)
+
+
+SIX = PROMPTS + [[60, 61], [70, 71, 72, 73, 74], [80] * 7]  # four rows in one block, two in the rest
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS, SIX], ids=["3 rows", "6 rows"])
 @torch.inference_mode()
-def test_steps_give_the_torch_logits_and_cache_with_padding_and_finished_rows(pair):
+def test_steps_give_the_torch_logits_and_cache_with_padding_and_finished_rows(pair, prompts):
     ref, fast = pair
     assert isinstance(fast.decode_step, cpu_decode.FusedDecodeStep)
     cap = 24
-    c_ref, mask, L = _prefill(ref, PROMPTS, cap)
-    c_fast, _, _ = _prefill(fast, PROMPTS, cap)
-    toks = torch.tensor([[9], [10], [11]])
+    c_ref, mask, L = _prefill(ref, prompts, cap)
+    c_fast, _, _ = _prefill(fast, prompts, cap)
+    toks = torch.arange(9, 9 + len(prompts))[:, None]
     for step in range(6):
         pos = L + step
         mask[:, pos] = True
@@ -54,7 +73,7 @@ def test_steps_give_the_torch_logits_and_cache_with_padding_and_finished_rows(pa
         fused = fast.decode_step(toks, mask[:, : pos + 1], c_fast)
         assert fused is not None  # the compiled path ran
         expect, _ = ref(toks, attention_mask=mask[:, : pos + 1], cache=c_ref)
-        assert fused.shape == expect.shape == (3, 1, ref.config.vocab_size)
+        assert fused.shape == expect.shape == (len(prompts), 1, ref.config.vocab_size)
         torch.testing.assert_close(fused, expect, atol=1e-4, rtol=1e-4)
         assert c_fast.length == c_ref.length == pos + 1
         torch.testing.assert_close(c_fast.keys[:, :, :, : pos + 1], c_ref.keys[:, :, :, : pos + 1])
@@ -66,6 +85,7 @@ def test_greedy_and_seeded_sampling_equal_the_torch_model(pair):
     ref, fast = pair
     greedy = GenerationConfig(max_new_tokens=30, temperature=0, eos_token_id=-1)
     assert generate(fast, PROMPTS, greedy) == generate(ref, PROMPTS, greedy)
+    assert generate(fast, SIX, greedy) == generate(ref, SIX, greedy)
     sampled = GenerationConfig(max_new_tokens=30, temperature=0.8, top_p=0.9, seed=3, repetition_penalty=1.2)
     assert generate(fast, PROMPTS, sampled) == generate(ref, PROMPTS, sampled)
 
