@@ -19,8 +19,8 @@ import torch
 from transformers import MptForCausalLM
 
 from alaya.infer.generate import GenerationConfig, generate
-from alaya.infer.cpu_blas import use_fastest_blas
-from alaya.infer.cpu_blas import relayout_for_decoding
+from alaya.infer.cpu_path import use_fastest_cpu_path
+from alaya.infer.cpu_path import relayout_for_decoding
 from alaya.infer.loading import resolve_dtype
 from alaya.model.config import preset
 from alaya.model.hf import load_model, save_model
@@ -71,7 +71,7 @@ def main() -> None:
     save_model(AlayaForCausalLM(preset(args.preset)), folder)
     ours = load_model(folder, device=args.device, dtype=dtype).eval()
     relayout_for_decoding(ours)  # what alaya infer/chat/serve do after loading
-    use_fastest_blas(ours)
+    use_fastest_cpu_path(ours)
     theirs = MptForCausalLM.from_pretrained(folder, dtype=dtype).to(args.device).eval()
     V = ours.config.vocab_size
     n_params = ours.config.num_parameters()
@@ -117,7 +117,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     print(f"\n{args.preset} ({n_params / 1e6:.1f} M params, {dtype}), prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, greedy, {args.device} ({platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads; alaya decodes with {'the compiled CPU kernels' if ours.blas else 'torch'}), read bandwidth {bandwidth / 1e9:.1f} GB/s, weights {weight_bytes / 1e6:.0f} MB")
+          f"{torch.get_num_threads()} threads; alaya decodes with {'the compiled CPU kernels' if ours.cpu_kernels else 'torch'}), read bandwidth {bandwidth / 1e9:.1f} GB/s, weights {weight_bytes / 1e6:.0f} MB")
     print(f"{'batch':>5} {'alaya tok/s':>12} {'transformers tok/s':>19} {'ratio':>6} {'of bandwidth bound':>19}")
     for r in rows:
         frac = f"{100 * r['fraction_of_bound']:.0f} %" if "fraction_of_bound" in r else ""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alaya.infer import cpu_decode
-from alaya.infer.cpu_blas import switch_to_numpy_blas, switch_to_torch
+from alaya.infer.cpu_path import switch_to_cpu_kernels, switch_to_torch
 from alaya.infer.generate import GenerationConfig, generate
 from alaya.model.mpt import AlayaForCausalLM
 
@@ -22,7 +22,7 @@ def pair(small_config):
                 p.uniform_(0.5, 1.5)
         ref.transformer.wte.weight.mul_(3)
     fast = copy.deepcopy(ref)
-    switch_to_numpy_blas(fast)
+    switch_to_cpu_kernels(fast)
     return ref, fast
 
 
@@ -182,16 +182,26 @@ def test_a_fresh_process_can_time_and_run_the_compiled_step():
         "import torch\n"
         "from alaya.model.config import ModelConfig\n"
         "from alaya.model.mpt import AlayaForCausalLM\n"
-        "from alaya.infer.cpu_blas import relayout_for_decoding, switch_to_numpy_blas, use_fastest_blas\n"
+        "from alaya.infer.cpu_path import relayout_for_decoding, switch_to_cpu_kernels, use_fastest_cpu_path\n"
         "from alaya.infer.generate import GenerationConfig, generate\n"
         "m = AlayaForCausalLM(ModelConfig(d_model=128, n_heads=4, n_layers=1, vocab_size=4096, max_seq_len=2048))\n"
         "m.eval().requires_grad_(False)\n"
         "relayout_for_decoding(m)\n"
-        "use_fastest_blas(m)\n"
-        "switch_to_numpy_blas(m)\n"
+        "use_fastest_cpu_path(m)\n"
+        "switch_to_cpu_kernels(m)\n"
         "print(generate(m, [[5, 6, 7]], GenerationConfig(max_new_tokens=4, temperature=0, eos_token_id=-1)))\n"
     )
     for _ in range(2):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
         assert done.stdout.startswith("[[")
+
+
+def test_step_before_the_weights_were_looked_at_says_so(pair):
+    import numpy as np
+
+    ref, _ = pair
+    fresh = cpu_decode.FusedDecodeStep(ref)  # handles() never called
+    cache = ref.new_cache(1, 8)
+    with pytest.raises(RuntimeError, match="before handles"):
+        fresh.step(np.array([5]), np.ones((1, 1), dtype=bool), cache)

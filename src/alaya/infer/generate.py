@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from alaya.infer.cpu_blas import decode_threads
+from alaya.infer.cpu_path import decode_threads
 from alaya.model.mpt import AlayaForCausalLM
 
 
@@ -184,7 +184,7 @@ class BatchDecoder:
         return tok.tolist()
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        with decode_threads(getattr(self.model, "blas", False)):
+        with decode_threads(getattr(self.model, "cpu_kernels", False)):
             yield from self._steps()
 
     @torch.inference_mode()

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from alaya.infer.cpu_blas import relayout_for_decoding, use_fastest_blas
+from alaya.infer.cpu_path import relayout_for_decoding, use_fastest_cpu_path
 from alaya.model.hf import load_model
 from alaya.model.lora import merge_adapter
 from alaya.model.mpt import AlayaForCausalLM
@@ -47,5 +47,5 @@ def load_for_inference(
     if compile:
         model.compile(dynamic=True)
     else:  # compiled graphs keep torch's products; numpy calls would break them
-        use_fastest_blas(model)
+        use_fastest_cpu_path(model)
     return model, tokenizer

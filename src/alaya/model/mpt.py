@@ -167,8 +167,8 @@ class AlayaForCausalLM(nn.Module):
         self.config = config
         self.transformer = Transformer(config)
         self.activation_checkpointing = False
-        self.head_linear = F.linear  # the tied output head's product; alaya.infer.cpu_blas may swap it
-        self.blas = False  # whether decoding multiplies with numpy's BLAS (alaya.infer.cpu_blas)
+        self.head_linear = F.linear  # the tied output head's product; alaya.infer.cpu_path may swap it
+        self.cpu_kernels = False  # whether CPU decoding runs the compiled kernels (alaya.infer.cpu_path)
         # a compiled whole-network decoding step (alaya.infer.cpu_decode) for one new token per row with a
         # cache; it returns None for a case it does not handle, and the PyTorch path below runs
         self.decode_step = None

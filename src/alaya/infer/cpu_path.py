@@ -1,18 +1,18 @@
-"""CPU fp32 decoding: matrix products away from PyTorch's MKL when that is faster on this machine.
+"""Which code decodes on CPU in fp32: PyTorch, or the compiled kernels of :mod:`alaya.infer.cpu_decode`,
+chosen at load by timing both.
 
 Decoding multiplies one row per sequence by every weight matrix: matrix-vector products bound by memory
 bandwidth. PyTorch's CPU wheels call MKL for them, and on AMD processors MKL takes a generic code path
 (one pass over alaya-50m's weights at batch 1 on the 2-core EPYC: 11-18 ms with torch, 7.5-8.4 ms with
-numpy's OpenBLAS, 6.0-6.4 ms with the compiled kernel of :mod:`alaya.infer.cpu_decode`). Once switched,
-products of up to ``FEW_ROWS`` rows (decoding) run in that kernel, larger ones (prefill) in numpy's BLAS,
-and one-token decoding steps run whole in :class:`~alaya.infer.cpu_decode.FusedDecodeStep`. On other
-machines torch may be the faster one, so :func:`use_fastest_blas` measures both on the model's own
-matrices, then on whole decoding steps at a realistic context length, and switches only when the
-compiled path wins clearly on both.
+numpy's OpenBLAS, 6.0-6.4 ms with the compiled kernel). Once switched (:func:`switch_to_cpu_kernels`),
+products of up to ``FEW_ROWS`` rows run in that kernel, larger ones (prefill) in numpy's BLAS, and
+one-token decoding steps run whole in :class:`~alaya.infer.cpu_decode.FusedDecodeStep`. On other machines
+PyTorch may be the faster one, so :func:`use_fastest_cpu_path` times whole decoding steps both ways at a
+realistic context length and switches only when the compiled path wins clearly.
 
 The switch changes which code multiplies, not what is multiplied: same fp32 values, same shapes; results
 agree to float rounding (tests compare logits and greedy output with transformers and with the PyTorch
-path). While these run, PyTorch's own thread pool is kept to one thread during the decode steps
+path). While the compiled path decodes, PyTorch's own thread pool is kept to one thread
 (:func:`decode_threads`), because two thread pools spinning on the same cores slow each other down
 several-fold.
 """
@@ -33,7 +33,7 @@ from alaya.infer.cpu_decode import FEW_ROWS, few_rows_product, launch_lock
 from alaya.model.mpt import AlayaForCausalLM
 
 
-def blas_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def kernel_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``F.linear(x, weight)`` (no bias) for CPU fp32 tensors without autograd: the compiled kernel for up
     to :data:`FEW_ROWS` rows with a row-major weight, numpy's BLAS otherwise; anything else goes to torch."""
     if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
@@ -50,26 +50,26 @@ def blas_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out).view(*x.shape[:-1], weight.shape[0])
 
 
-class BlasLinear(nn.Linear):
-    """An ``nn.Linear`` (same parameters and state-dict names) that multiplies with :func:`blas_linear`."""
+class KernelLinear(nn.Linear):
+    """An ``nn.Linear`` (same parameters and state-dict names) that multiplies with :func:`kernel_linear`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = blas_linear(x, self.weight)
+        out = kernel_linear(x, self.weight)
         return out if self.bias is None else out + self.bias
 
 
 @torch.no_grad()
-def use_fastest_blas(model: AlayaForCausalLM, margin: float = 1.15) -> bool:
-    """Switch the model to the compiled CPU decoding path (:func:`switch_to_numpy_blas`) when whole decoding
+def use_fastest_cpu_path(model: AlayaForCausalLM, margin: float = 1.15) -> bool:
+    """Switch the model to the compiled CPU decoding path (:func:`switch_to_cpu_kernels`) when whole decoding
     steps at a realistic KV-cache length run at least ``margin`` times faster there than with PyTorch (each
-    side in its own weight layout). Returns whether it switched (``model.blas``)."""
+    side in its own weight layout). Returns whether it switched (``model.cpu_kernels``)."""
     w = model.transformer.wte.weight
-    if model.blas:
+    if model.cpu_kernels:
         return True
     if w.device.type != "cpu" or w.dtype != torch.float32:
         return False
     step_torch = _decode_step_seconds(model)
-    switch_to_numpy_blas(model)
+    switch_to_cpu_kernels(model)
     with decode_threads():
         step_numpy = _decode_step_seconds(model)
     if step_torch < margin * step_numpy:
@@ -98,9 +98,9 @@ def _decode_step_seconds(model: AlayaForCausalLM, steps: int = 3) -> float:
     return best
 
 
-def switch_to_numpy_blas(model: AlayaForCausalLM) -> None:
-    """Every ``nn.Linear`` of the model becomes a :class:`BlasLinear` (same parameters), the tied head
-    multiplies with :func:`blas_linear`, and the weight matrices are stored row-major (the kernel reads one
+def switch_to_cpu_kernels(model: AlayaForCausalLM) -> None:
+    """Every ``nn.Linear`` of the model becomes a :class:`KernelLinear` (same parameters), the tied head
+    multiplies with :func:`kernel_linear`, and the weight matrices are stored row-major (the kernel reads one
     output feature's weights as one contiguous run) in memory allocated by numpy, which asks the kernel for
     transparent huge pages for arrays of 4 MB and more (PyTorch's allocator does not by default): fewer TLB
     misses while streaming the weights, about 15 % off the 60160×512 head's product on the 2-core EPYC."""
@@ -112,20 +112,20 @@ def switch_to_numpy_blas(model: AlayaForCausalLM) -> None:
                 p.data = torch.from_numpy(fresh)
     for module in model.modules():
         if type(module) is nn.Linear:
-            module.__class__ = BlasLinear
-    model.head_linear = blas_linear
+            module.__class__ = KernelLinear
+    model.head_linear = kernel_linear
     cpu_decode.install(model)
-    model.blas = True
+    model.cpu_kernels = True
 
 
 def switch_to_torch(model: AlayaForCausalLM) -> None:
-    """Undo :func:`switch_to_numpy_blas` (the weights go back to the layout torch decodes fastest with)."""
+    """Undo :func:`switch_to_cpu_kernels` (the weights go back to the layout torch decodes fastest with)."""
     for module in model.modules():
-        if type(module) is BlasLinear:
+        if type(module) is KernelLinear:
             module.__class__ = nn.Linear
     model.head_linear = F.linear
     cpu_decode.uninstall(model)
-    model.blas = False
+    model.cpu_kernels = False
     relayout_for_decoding(model)
 
 
@@ -155,8 +155,9 @@ _threads_before = 0
 
 @contextlib.contextmanager
 def decode_threads(enabled: bool = True) -> Iterator[None]:
-    """One PyTorch thread inside the block (numpy's BLAS keeps its own threads). Nested or overlapping
-    blocks (two decoders alive at once) share the setting; the last one out restores the old count."""
+    """One PyTorch thread inside the block (numba's kernels and numpy's BLAS keep their own threads).
+    Nested or overlapping blocks (two decoders alive at once) share the setting; the last one out restores
+    the old count."""
     global _threads_users, _threads_before
     if not enabled:
         yield

@@ -3,9 +3,9 @@ import copy
 import pytest
 import torch
 
-from alaya.infer.cpu_blas import BlasLinear, switch_to_numpy_blas, use_fastest_blas
+from alaya.infer.cpu_path import KernelLinear, switch_to_cpu_kernels, use_fastest_cpu_path
 from alaya.infer.generate import BatchDecoder, GenerationConfig, generate
-from alaya.infer.cpu_blas import relayout_for_decoding
+from alaya.infer.cpu_path import relayout_for_decoding
 from alaya.model.mpt import AlayaForCausalLM
 
 PROMPTS = [[5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], [100]]
@@ -19,13 +19,13 @@ def pair(small_config):
         ref.transformer.wte.weight.mul_(3)
     fast = copy.deepcopy(ref)
     relayout_for_decoding(fast)
-    switch_to_numpy_blas(fast)
+    switch_to_cpu_kernels(fast)
     return ref, fast
 
 
-def test_numpy_blas_keeps_parameters_and_gives_the_same_logits_and_greedy_output(pair):
+def test_cpu_kernels_keep_parameters_and_give_the_same_logits_and_greedy_output(pair):
     ref, fast = pair
-    assert fast.blas and any(isinstance(m, BlasLinear) for m in fast.modules())
+    assert fast.cpu_kernels and any(isinstance(m, KernelLinear) for m in fast.modules())
     assert list(fast.state_dict()) == list(ref.state_dict())
     ids = torch.tensor([PROMPTS[1]])
     with torch.inference_mode():
@@ -36,7 +36,7 @@ def test_numpy_blas_keeps_parameters_and_gives_the_same_logits_and_greedy_output
     assert generate(fast, PROMPTS, cfg) == generate(ref, PROMPTS, cfg)
 
 
-def test_training_through_blas_linear_still_has_gradients(pair):
+def test_training_through_kernel_linear_still_has_gradients(pair):
     _, fast = pair
     fast.train().requires_grad_(True)
     _, loss = fast(torch.tensor([PROMPTS[1]]), labels=torch.tensor([PROMPTS[1]]))
@@ -72,18 +72,18 @@ def test_torch_runs_one_thread_while_decoding_and_gets_its_threads_back(pair):
     assert torch.get_num_threads() == before
 
 
-def test_bf16_models_keep_torch_matmuls(small_config):
+def test_bf16_models_keep_torch(small_config):
     m = AlayaForCausalLM(small_config).to(torch.bfloat16).eval()
-    assert use_fastest_blas(m) is False and not m.blas
-    assert not any(isinstance(x, BlasLinear) for x in m.modules())
+    assert use_fastest_cpu_path(m) is False and not m.cpu_kernels
+    assert not any(isinstance(x, KernelLinear) for x in m.modules())
 
 
 def test_switching_back_restores_torch(pair):
-    from alaya.infer.cpu_blas import switch_to_torch
+    from alaya.infer.cpu_path import switch_to_torch
 
     ref, fast = pair
     switch_to_torch(fast)
-    assert not fast.blas and not any(isinstance(m, BlasLinear) for m in fast.modules())
+    assert not fast.cpu_kernels and not any(isinstance(m, KernelLinear) for m in fast.modules())
     assert fast.head_linear is torch.nn.functional.linear
     ids = torch.tensor([PROMPTS[1]])
     with torch.inference_mode():
@@ -95,8 +95,8 @@ def test_the_choice_leaves_a_consistent_model_either_way(small_config):
     ref = AlayaForCausalLM(small_config).eval().requires_grad_(False)
     m = copy.deepcopy(ref)
     relayout_for_decoding(m)
-    chose_numpy = use_fastest_blas(m)  # which way depends on the machine; the model must work either way
-    assert chose_numpy == m.blas == any(isinstance(x, BlasLinear) for x in m.modules())
-    assert (m.head_linear is torch.nn.functional.linear) != chose_numpy
+    chose_kernels = use_fastest_cpu_path(m)  # which way depends on the machine; the model must work either way
+    assert chose_kernels == m.cpu_kernels == any(isinstance(x, KernelLinear) for x in m.modules())
+    assert (m.head_linear is torch.nn.functional.linear) != chose_kernels
     cfg = GenerationConfig(max_new_tokens=12, temperature=0)
     assert generate(m, PROMPTS, cfg) == generate(ref, PROMPTS, cfg)
