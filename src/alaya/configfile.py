@@ -19,3 +19,21 @@ def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError) -> 
     if not isinstance(loaded, dict):
         raise error(f"{p}: the top level must be a mapping of keys")
     return loaded
+
+
+def settings_changes(old: dict, new: dict, free: set[tuple[str, ...]] = frozenset()) -> list[str]:
+    """``key.sub: old -> new`` for every setting that differs (nested mappings compared key by key), except
+    the keys in ``free`` (tuples of the key path). The one guard of "a rerun must not change the settings"."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: tuple[str, ...]) -> None:
+        if path in free:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in list(a) + [k for k in b if k not in a]:
+                walk(a.get(k), b.get(k), path + (str(k),))
+        elif a != b:
+            out.append(f"{'.'.join(path)}: {a!r} -> {b!r}")
+
+    walk(old or {}, new or {}, ())
+    return out

@@ -10,12 +10,12 @@ no merge can produce.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from alaya.fileio import write_text_atomic
 from alaya.model.config import ALAYA_VOCAB_SIZE
 from alaya.prompt import CHAT_TEMPLATE
 
@@ -58,7 +58,7 @@ class AlayaTokenizer:
         """tokenizer.json, tokenizer_config.json (with the chat template) and special_tokens_map.json."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / TOKENIZER_FILE, self.tok.to_str(pretty=False))
+        write_text_atomic(folder / TOKENIZER_FILE, self.tok.to_str(pretty=False))
         special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>",
                    "additional_special_tokens": ["<pad>"]}
         config = {
@@ -71,8 +71,8 @@ class AlayaTokenizer:
             "clean_up_tokenization_spaces": False,
             "chat_template": CHAT_TEMPLATE,
         }
-        _atomic_write(folder / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-        _atomic_write(folder / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
+        write_text_atomic(folder / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(folder / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> "AlayaTokenizer":
@@ -92,12 +92,6 @@ class AlayaTokenizer:
         if cfg.is_file():
             max_len = int(json.loads(cfg.read_text(encoding="utf-8")).get("model_max_length", max_len))
         return cls(tok, model_max_length=min(max_len, 1 << 30))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def build_untrained(vocab: dict[str, int] | None = None, merges: list | None = None) -> Tokenizer:

@@ -74,7 +74,8 @@ def test_train_step_clips_the_global_gradient_norm_to_0_3():
         return orig(*a, **k)
 
     opt.step = spy
-    loss, norm = train_step(model, opt, [batch], lr=0.0, grad_clip=0.3, precision="fp32")
+    loss, norm, _ = train_step(model, opt, [{"input_ids": batch, "labels": batch}], lr=0.0, grad_clip=0.3,
+                               precision="fp32")
     assert norm == pytest.approx(float(raw), rel=1e-5) and raw > 0.3  # the reported norm is before clipping
     assert float(seen["norm"]) == pytest.approx(0.3, rel=1e-4)
 
@@ -91,7 +92,8 @@ def test_gradient_accumulation_equals_one_big_batch_and_checkpointing_changes_no
         # SGD: the update is the (clipped) gradient itself; Adam's first step would turn tiny rounding
         # differences of near-zero gradients into full-size sign flips
         opt = torch.optim.SGD(model.parameters(), lr=1e-2)
-        loss, norm = train_step(model, opt, micro, lr=1e-2, grad_clip=0.3, precision=precision)
+        micro = [{"input_ids": b, "labels": b} for b in micro]
+        loss, norm, _ = train_step(model, opt, micro, lr=1e-2, grad_clip=0.3, precision=precision)
         results.append((loss, norm, torch.cat([p.detach().flatten() for p in model.parameters()])))
     one, accum, ckpt, bf16 = results
     assert accum[0] == pytest.approx(one[0], rel=1e-6) and accum[1] == pytest.approx(one[1], rel=1e-5)

@@ -107,8 +107,8 @@ def test_sampler_is_deterministic_resumable_and_follows_the_weights(token_dir):
     expect = 8.0 / (8.0 + len(names) - 1)
     assert abs(share - expect) < 0.03
     # the global batch is split over ranks: the union of the ranks' slices is the one-process batch
-    one = MixtureSampler(sources, None, 32, seed=5).global_batch(4, 1, 1, 0)[0]
-    halves = [MixtureSampler(sources, None, 32, seed=5).global_batch(2, 2, 1, r)[0] for r in (0, 1)]
+    one = MixtureSampler(sources, None, 32, seed=5).global_batch(4, 1, 1, 0)[0]["input_ids"]
+    halves = [MixtureSampler(sources, None, 32, seed=5).global_batch(2, 2, 1, r)[0]["input_ids"] for r in (0, 1)]
     assert np.array_equal(np.concatenate(halves), one.numpy())
     with pytest.raises(ValueError, match="unknown sources"):
         MixtureSampler(sources, {"xx-none": 1.0}, 32, seed=0)

@@ -21,9 +21,10 @@ from typing import Any, Sequence
 
 import yaml
 
-from alaya.configfile import read_yaml_mapping
+from alaya.configfile import read_yaml_mapping, settings_changes
 from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, plan_shards
-from alaya.data.engine import atomic_write_json, data_parts, finish_stage, make_engine, run_document_shard
+from alaya.fileio import write_json_atomic
+from alaya.data.engine import data_parts, finish_stage, make_engine, run_document_shard
 from alaya.data.mixture import SEED_LANG, SEED_TYPE, mixture_weights
 from alaya.data.stages import build_stage
 
@@ -89,8 +90,10 @@ def run_curate(config: str | None, inputs: Sequence[str], output: str, engine: s
     cfg_path = out / "config.yaml"
     if cfg_path.exists():
         old = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-        if old != json.loads(json.dumps(record)):
-            raise ValueError(f"{out} was curated with another config or inputs; use a new --output")
+        changed = settings_changes(old, json.loads(json.dumps(record)))
+        if changed:
+            raise ValueError(f"{out} was curated with another config or inputs ({'; '.join(changed)}); "
+                             "use a new --output")
     else:
         cfg_path.write_text(yaml.safe_dump(json.loads(json.dumps(record)), sort_keys=False, allow_unicode=True), encoding="utf-8")
     final = out / "manifest.json"
@@ -110,11 +113,11 @@ def run_curate(config: str | None, inputs: Sequence[str], output: str, engine: s
         current = data_parts(stage_dir)
     mix_cfg = cfg["mixture"] or {}
     stats = collect_stats(eng, current, mix_cfg.get("tokenizer"))
-    atomic_write_json(out / "stats.json", stats)
+    write_json_atomic(out / "stats.json", stats)
     mixture = mixture_weights(stats["tokens"], mix_cfg.get("lang", SEED_LANG), mix_cfg.get("type", SEED_TYPE),
                               mix_cfg.get("max_epochs", 4.0), mix_cfg.get("total_tokens"))
     mixture["token_count"] = stats["token_count"]
-    atomic_write_json(out / "mixture.json", mixture)
+    write_json_atomic(out / "mixture.json", mixture)
     seconds = time.perf_counter() - t0
     mb = manifests[0]["bytes_in"] / 1e6 if manifests else 0.0
     summary = {"output": str(out / "stages" / f"{len(cfg['pipeline']):02d}-{manifests[-1]['stage']}" / "data"),
@@ -126,7 +129,7 @@ def run_curate(config: str | None, inputs: Sequence[str], output: str, engine: s
         from alaya.data.report import write_report
 
         summary["report"] = str(write_report(out, summary, stats, mixture))
-    atomic_write_json(final, summary)
+    write_json_atomic(final, summary)
     return summary
 
 
@@ -196,5 +199,5 @@ def run_mix(inputs: Sequence[str], output: str, tokenizer: str | None = None, ma
     stats = collect_stats(make_engine("local", processes), files, tokenizer)
     mixture = mixture_weights(stats["tokens"], SEED_LANG, SEED_TYPE, max_epochs, total_tokens)
     mixture["token_count"] = stats["token_count"]
-    atomic_write_json(Path(output), mixture)
+    write_json_atomic(Path(output), mixture)
     return mixture

@@ -230,8 +230,9 @@ def _lines(f: BinaryIO, max_line_bytes: int, first_line: int = 1,
         yield n, chunk
 
 
-def _read_jsonl(path: str, q: Quarantine, text_field: str, max_line_bytes: int, start: int = 0,
-                end: int | None = None, first_line: int = 1) -> Iterator[Document]:
+def _jsonl_objects(path: str, q: Quarantine, max_line_bytes: int, start: int = 0, end: int | None = None,
+                   first_line: int = 1) -> Iterator[tuple[int, dict, bytes]]:
+    """(line number, object, raw bytes) for each JSON-object line; bad lines go to ``q``."""
     try:
         f = _open_binary(path)
         if start:
@@ -255,14 +256,22 @@ def _read_jsonl(path: str, q: Quarantine, text_field: str, max_line_bytes: int, 
                     continue
                 if not raw.strip():
                     continue  # blank lines separate nothing and hold nothing
-                doc = _parse_json_line(path, n, raw, q, text_field)
-                if doc is not None:
-                    yield doc
+                obj = _parse_json_object(path, n, raw, q)
+                if obj is not None:
+                    yield n, obj, raw
         except (OSError, EOFError) as e:  # truncated .gz / .zst
             q.add(QuarantineRecord(path, -1, f"file ends early or is corrupt: {e}"))
 
 
-def _parse_json_line(path: str, n: int, raw: bytes, q: Quarantine, text_field: str) -> Document | None:
+def _read_jsonl(path: str, q: Quarantine, text_field: str, max_line_bytes: int, start: int = 0,
+                end: int | None = None, first_line: int = 1) -> Iterator[Document]:
+    for n, obj, raw in _jsonl_objects(path, q, max_line_bytes, start, end, first_line):
+        doc = _document(path, n, obj, raw, q, text_field)
+        if doc is not None:
+            yield doc
+
+
+def _parse_json_object(path: str, n: int, raw: bytes, q: Quarantine) -> dict | None:
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -276,6 +285,10 @@ def _parse_json_line(path: str, n: int, raw: bytes, q: Quarantine, text_field: s
     if not isinstance(obj, dict):
         q.add(QuarantineRecord(path, n, f"expected a JSON object, got {type(obj).__name__}", raw))
         return None
+    return obj
+
+
+def _document(path: str, n: int, obj: dict, raw: bytes, q: Quarantine, text_field: str) -> Document | None:
     text = obj.get(text_field)
     if text is None:
         q.add(QuarantineRecord(path, n, f"missing field '{text_field}'", raw))
@@ -286,6 +299,53 @@ def _parse_json_line(path: str, n: int, raw: bytes, q: Quarantine, text_field: s
     doc_id = obj.get("id")
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
     return Document(str(doc_id) if doc_id is not None else stable_id(path, n), text, meta)
+
+
+def read_json_records(paths: Iterable[str | Path], quarantine: Quarantine | None = None,
+                      max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, int, dict]]:
+    """(file, line or 1-based array index, object) of every JSON object in JSONL files (plain, .gz, .zst)
+    and in files holding one JSON array of objects (``[{...}, ...]``, as Alpaca-style sets ship);
+    bad records go to ``quarantine`` with their place. The reader of records that are not documents."""
+    quarantine = quarantine if quarantine is not None else Quarantine()
+    for path in expand_paths(paths):
+        if path.startswith(BUILTIN_PREFIX) or path.endswith(PARQUET_SUFFIXES + TEXT_SUFFIXES):
+            raise ValueError(f"{path}: expected a JSON or JSONL file of records")
+        try:
+            with _open_binary(path) as f:
+                head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
+        except OSError as e:
+            quarantine.add(QuarantineRecord(path, 0, f"cannot open file: {e}"))
+            continue
+        if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+            yield from _json_array_objects(path, quarantine)
+        else:
+            for n, obj, _ in _jsonl_objects(path, quarantine, max_line_bytes):
+                yield path, n, obj
+
+
+def _json_array_objects(path: str, q: Quarantine) -> Iterator[tuple[str, int, dict]]:
+    try:
+        with _open_binary(path) as f:
+            raw = f.read()
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        q.add(QuarantineRecord(path, 0, f"invalid UTF-8 at byte {e.start}"))
+        return
+    except json.JSONDecodeError as e:
+        q.add(QuarantineRecord(path, e.lineno, f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"))
+        return
+    except (OSError, EOFError) as e:
+        q.add(QuarantineRecord(path, -1, f"file ends early or is corrupt: {e}"))
+        return
+    if not isinstance(data, list):
+        q.add(QuarantineRecord(path, 0, f"expected a JSON array of objects, got {type(data).__name__}"))
+        return
+    for i, obj in enumerate(data, 1):
+        if isinstance(obj, dict):
+            yield path, i, obj
+        else:
+            q.add(QuarantineRecord(path, i, f"item {i} of the array is {type(obj).__name__}, not an object",
+                                   json.dumps(obj, ensure_ascii=False)[:RAW_KEEP_BYTES].encode()))
 
 
 def _read_parquet(path: str, q: Quarantine, text_field: str) -> Iterator[Document]:

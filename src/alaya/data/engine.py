@@ -20,26 +20,17 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from alaya.fileio import write_json_atomic
 from alaya.data.documents import Document, Quarantine, QuarantineRecord, read_documents
 
 PART_BYTES = 256 * 1024 * 1024  # a data part rolls over to the next file beyond this size
 
 
 # ----------------------------------------------------------------------------- files
-def atomic_write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class PartWriter:
     """JSON lines into ``folder/part-{prefix}-{k:03d}.jsonl``, a new file every ``max_bytes``; renamed on close."""
 
@@ -213,7 +204,7 @@ def run_document_shard(task: dict) -> dict:
     for w in (kept_w, removed_w, quarantine_w):
         w.close()
     counts["seconds"] = round(time.perf_counter() - t0, 3)
-    atomic_write_json(done, counts)
+    write_json_atomic(done, counts)
     return counts
 
 
@@ -235,5 +226,5 @@ def finish_stage(out: Path, name: str, shard_counts: list[dict], extra: dict | N
     total["seconds"] = round(total["seconds"], 3)
     if extra:
         total.update(extra)
-    atomic_write_json(out / "manifest.json", total)
+    write_json_atomic(out / "manifest.json", total)
     return total

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from alaya.fileio import atomic_folder
 from alaya.model.config import EOS_ID, RESERVED_ID, ModelConfig
 from alaya.model.mpt import AlayaForCausalLM
 
@@ -195,38 +193,6 @@ def generation_config_json(config: ModelConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- writing
-def atomic_folder(final: Path) -> "_AtomicFolder":
-    """Write into a hidden sibling folder, then rename it into place: a crash never leaves a folder at
-    ``final`` that looks complete. An existing folder at ``final`` is replaced only once the new one is whole."""
-    return _AtomicFolder(Path(final))
-
-
-class _AtomicFolder:
-    def __init__(self, final: Path):
-        self.final = final
-
-    def __enter__(self) -> Path:
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.tmp-", dir=self.final.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        for f in self.tmp.iterdir():  # data on disk before the rename makes it visible
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        old = None
-        if self.final.exists():
-            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
-            os.replace(self.final, old)
-        os.replace(self.tmp, self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

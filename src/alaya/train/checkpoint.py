@@ -23,18 +23,11 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+from alaya.train.distributed import barrier, current_rank
 
 TRAINER_STATE = "trainer_state.json"
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _rng_state() -> dict:
@@ -59,28 +52,34 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
 
 
-def save_checkpoint(run_dir: str | Path, model, optimizer, trainer_state: dict, keep: int) -> Path:
+def _options(options: dict | None) -> StateDictOptions | None:
+    # ignore_frozen_params: a LoRA run's checkpoints hold the adapter and its optimizer state, not the base
+    return StateDictOptions(**options) if options else None
+
+
+def save_checkpoint(run_dir: str | Path, model, optimizer, trainer_state: dict, keep: int,
+                    options: dict | None = None) -> Path:
     """Every rank calls this; rank 0 renames the finished folder and prunes old ones."""
     root = Path(run_dir) / "checkpoints"
     step = trainer_state["step"]
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-step-{step:08d}"
-    if _rank() == 0:
+    if current_rank() == 0:
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-    _barrier()
-    msd, osd = get_state_dict(model, optimizer)
+    barrier()
+    msd, osd = get_state_dict(model, optimizer, options=_options(options))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
-    with open(tmp / f"rng-rank{_rank()}.json", "w") as f:
+    with open(tmp / f"rng-rank{current_rank()}.json", "w") as f:
         json.dump(_rng_state(), f)
         f.flush()
         os.fsync(f.fileno())
-    _barrier()
-    if _rank() == 0:
+    barrier()
+    if current_rank() == 0:
         with open(tmp / TRAINER_STATE, "w", encoding="utf-8") as f:
             json.dump(trainer_state, f, indent=1)
             f.flush()
@@ -91,7 +90,7 @@ def save_checkpoint(run_dir: str | Path, model, optimizer, trainer_state: dict, 
         _fsync_dir(root)
         for old in checkpoint_dirs(run_dir)[keep:]:
             shutil.rmtree(old, ignore_errors=True)
-    _barrier()
+    barrier()
     return final
 
 
@@ -108,7 +107,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: Path, model, optimizer) -> dict:
+def load_checkpoint(path: Path, model, optimizer, options: dict | None = None) -> dict:
     """Restore model, optimizer and this rank's RNG from one checkpoint; return its trainer state."""
     state_file = path / TRAINER_STATE
     if not state_file.is_file():
@@ -116,19 +115,20 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     trainer_state = json.loads(state_file.read_text(encoding="utf-8"))
     if not (path / ".metadata").is_file():
         raise ValueError(f"{path}: no .metadata (an incomplete checkpoint)")
-    msd, osd = get_state_dict(model, optimizer)
+    msd, osd = get_state_dict(model, optimizer, options=_options(options))
     state = {"model": msd, "optim": osd}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
         dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    rng = path / f"rng-rank{_rank()}.json"
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=_options(options))
+    rng = path / f"rng-rank{current_rank()}.json"
     if rng.is_file():
         _set_rng_state(json.loads(rng.read_text()))
     return trainer_state
 
 
-def load_latest(run_dir: str | Path, model, optimizer) -> tuple[dict, Path] | None:
+def load_latest(run_dir: str | Path, model, optimizer, options: dict | None = None) -> tuple[dict, Path] | None:
     """The newest checkpoint that loads; damaged ones are skipped with a warning. None when there is none.
 
     Under torchrun every rank tries the same folders in the same order and all must succeed, so the ranks
@@ -137,7 +137,7 @@ def load_latest(run_dir: str | Path, model, optimizer) -> tuple[dict, Path] | No
     for path in checkpoint_dirs(run_dir):
         ok, error = True, ""
         try:
-            state = load_checkpoint(path, model, optimizer)
+            state = load_checkpoint(path, model, optimizer, options)
         # a damaged checkpoint fails in many ways (missing file, bad bytes, shapes); DCP's own
         # CheckpointException derives from BaseException, not Exception
         except (Exception, CheckpointException) as e:
@@ -150,6 +150,6 @@ def load_latest(run_dir: str | Path, model, optimizer) -> tuple[dict, Path] | No
             ok = bool(flag.item())
         if ok:
             return state, path
-        if _rank() == 0:
+        if current_rank() == 0:
             print(f"warning: skipping checkpoint {path}: {error or 'failed on another rank'}", file=sys.stderr)
     return None

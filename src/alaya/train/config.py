@@ -1,6 +1,6 @@
 """Run configs (DESIGN.md section 3): a YAML file, ``key.sub=value`` overrides, defaults, checks.
 
-The one config loader for ``alaya pretrain`` (and later ``alaya sft``). Every section is a plain dict;
+The one config loader for ``alaya pretrain`` and ``alaya sft`` (its defaults: alaya.sft.run.SFT_DEFAULTS). Every section is a plain dict;
 a key the defaults do not know is an error naming it (a typo never silently does nothing), except under
 ``model`` (any MptConfig field, checked by the model config) and ``data.weights`` (source names).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -81,8 +81,10 @@ def load_config(
     overrides: Sequence[str] = (),
     defaults: dict[str, Any] = PRETRAIN_DEFAULTS,
     open_keys: frozenset[str] = frozenset({"model", "data.weights"}),
+    check: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Defaults, then the YAML file, then the overrides (in order)."""
+    """Defaults, then the YAML file, then the overrides (in order), then the checks (the shared ones of
+    every run config, and ``check``: those of the command; default: pretraining's)."""
     cfg = copy.deepcopy(defaults)
     if path is not None:
         loaded = read_yaml_mapping(path, ConfigError)
@@ -96,15 +98,18 @@ def load_config(
             cfg = _merge(cfg, nested, "", set(open_keys))
         except ConfigError as e:
             raise ConfigError(f"override '{text}': {e}") from None
-    _check(cfg)
+    check_run_config(cfg)
+    (check or check_pretrain_config)(cfg)
     return cfg
 
 
-def _check(cfg: dict) -> None:
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ConfigError(msg)
+def need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
 
+
+def check_run_config(cfg: dict) -> None:
+    """The checks of the keys every run config shares (DESIGN.md section 3)."""
     t, s, o, c = cfg["train"], cfg["schedule"], cfg["optimizer"], cfg["checkpoint"]
     need(t["precision"] in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got {t['precision']!r}")
     need(t["parallel"] in ("auto", "none", "ddp", "fsdp"), f"train.parallel must be auto, none, ddp or fsdp, got {t['parallel']!r}")
@@ -118,6 +123,9 @@ def _check(cfg: dict) -> None:
     need(o["grad_clip"] > 0, f"optimizer.grad_clip must be > 0, got {o['grad_clip']!r}")
     need(isinstance(c["every"], int) and c["every"] >= 1, f"checkpoint.every must be >= 1, got {c['every']!r}")
     need(isinstance(c["keep"], int) and c["keep"] >= 1, f"checkpoint.keep must be >= 1, got {c['keep']!r}")
+
+
+def check_pretrain_config(cfg: dict) -> None:
     m = cfg["model"]
     if isinstance(m, dict) and "preset" not in m and "path" not in m:
         m["preset"] = "alaya-tiny"

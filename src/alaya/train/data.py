@@ -66,11 +66,15 @@ class MixtureSampler:
         self.drawn += n
         return out, src
 
-    def global_batch(self, micro_batch: int, world: int, accum: int, rank: int) -> list[torch.Tensor]:
-        """The ``accum`` micro-batches of ``rank`` for one optimizer step."""
+    def global_batch(self, micro_batch: int, world: int, accum: int, rank: int) -> list[dict]:
+        """The ``accum`` micro-batches of ``rank`` for one optimizer step (every token is trained on)."""
         windows, _ = self.draw(micro_batch * world * accum)
         windows = windows.reshape(accum, world, micro_batch, self.seq_len)
-        return [torch.from_numpy(windows[k, rank]) for k in range(accum)]
+        out = []
+        for k in range(accum):
+            ids = torch.from_numpy(windows[k, rank])
+            out.append({"input_ids": ids, "labels": ids})
+        return out
 
     def state_dict(self) -> dict:
         return {"bit_generator": self.rng.bit_generator.state, "drawn": self.drawn, "names": self.names,

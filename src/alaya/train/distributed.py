@@ -70,16 +70,26 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def all_mean(value: float, d: Dist) -> float:
+def all_sum(value: float, d: Dist) -> float:
     if d.world == 1:
         return value
     t = torch.tensor([value], dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
-    return float(t.item()) / d.world
+    return float(t.item())
 
 
-def barrier(d: Dist) -> None:
-    if d.world > 1:
+def all_mean(value: float, d: Dist) -> float:
+    return all_sum(value, d) / d.world
+
+
+def current_rank() -> int:
+    """This process's rank in the default group (0 without one)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def barrier(d: Dist | None = None) -> None:
+    """Wait for every rank (nothing to wait for in one process)."""
+    if dist.is_available() and dist.is_initialized() and (d is None or d.world > 1):
         dist.barrier()
 
 

@@ -1,11 +1,41 @@
-"""The training step and held-out evaluation, used by ``alaya pretrain`` (train/pretrain.py) for every run."""
+"""The one training loop, for ``alaya pretrain`` (train/pretrain.py) and ``alaya sft`` (sft/run.py).
+
+A builder makes the parts (model, optimizer, a data source that draws global batches, held-out batches,
+how to save the final folder) and hands them to :func:`run_training`, which owns everything a run shares:
+checkpoints (DCP, atomic, the last K kept), exact resume, ``metrics.jsonl``, the tqdm bar, held-out loss,
+``train.stop_after`` and DDP / FSDP2.
+
+A batch is a dict ``{input_ids, labels[, attention_mask][, segment_ids]}`` of [B, T] tensors; ``labels``
+are shifted inside (position t+1 is predicted at t) and -100 is not trained on. The loss of an optimizer
+step is the sum of the supervised tokens' cross-entropy over the whole global batch (every micro-batch of
+every rank) divided by the number of supervised tokens in it, so gradient accumulation and data
+parallelism give the gradient of one big batch, whatever the padding and the length of each example.
+"""
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
 
 import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
 
-from alaya.train.optim import set_lr
+from alaya.configfile import settings_changes
+from alaya.fileio import write_text_atomic
+from alaya.train import distributed
+from alaya.train.checkpoint import checkpoint_dirs, load_latest, save_checkpoint
+from alaya.train.config import ConfigError, dump_config
+from alaya.train.flops import measure_matmul_peak, mfu
+from alaya.train.optim import cosine_lr, set_lr
+
+IGNORE = -100
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -35,48 +65,247 @@ def _grad_sync(model: torch.nn.Module, enabled: bool) -> contextlib.AbstractCont
     return contextlib.nullcontext()
 
 
+def supervised_tokens(batch: dict) -> int:
+    """Tokens that carry a loss: labels[:, 1:] that are not -100."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
+def real_tokens(batch: dict) -> int:
+    """Tokens that are not padding (what tokens/s and MFU count)."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+def loss_sum(model: torch.nn.Module, batch: dict, device: torch.device, precision: str) -> torch.Tensor:
+    """Summed next-token cross-entropy of the batch's supervised tokens (fp32)."""
+    kwargs = {k: batch[k].to(device, non_blocking=True) for k in ("attention_mask", "segment_ids") if k in batch}
+    ids = batch["input_ids"].to(device, non_blocking=True)
+    labels = batch["labels"].to(device, non_blocking=True)
+    with autocast(device, precision):
+        logits, _ = model(ids, **kwargs)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE,
+                           reduction="sum")
+
+
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    micro_batches: list[torch.Tensor],
+    micro_batches: list[dict],
     lr: float,
     grad_clip: float,
     precision: str,
     device: torch.device | None = None,
-) -> tuple[float, float]:
-    """One optimiser step over gradient-accumulated micro-batches; returns (mean loss, grad norm).
-
-    ``model`` may be wrapped (DDP, FSDP2); then pass ``device``.
-    """
+    d: distributed.Dist | None = None,
+    params: list[torch.nn.Parameter] | None = None,
+) -> tuple[float, float, int]:
+    """One optimizer step over this rank's micro-batches; returns (global loss, grad norm, global supervised
+    tokens). ``model`` may be wrapped (DDP, FSDP2); then pass ``device`` and ``d``. ``params``: those that
+    are clipped (default: all of the model's that train)."""
     device = device or model.device
+    d = d or distributed.Dist(device=device)
     model.train()
     set_lr(optimizer, lr)
-    total = 0.0
+    n_global = distributed.all_sum(float(sum(supervised_tokens(b) for b in micro_batches)), d)
+    # DDP and FSDP2 average the ranks' gradients; scaling by the world size turns that into their sum
+    scale = d.world / max(n_global, 1.0)
+    total = torch.zeros((), dtype=torch.float64)
     for i, batch in enumerate(micro_batches):
-        batch = batch.to(device, non_blocking=True)
         with _grad_sync(model, i == len(micro_batches) - 1):
-            with autocast(device, precision):
-                _, loss = model(batch, labels=batch)
-            (loss / len(micro_batches)).backward()
-        total += float(loss.detach())
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            s = loss_sum(model, batch, device, precision)
+            (s * scale).backward()
+        total += s.detach().double().cpu()
+    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
         norm = norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total / len(micro_batches), float(norm)
+    return distributed.all_sum(float(total), d) / max(n_global, 1.0), float(norm), int(n_global)
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, batches: torch.Tensor, precision: str, batch_size: int = 8,
+def evaluate_loss(model: torch.nn.Module, batches: list[dict], precision: str,
                   device: torch.device | None = None) -> float:
-    """Mean next-token loss over held-out windows."""
+    """Token-weighted mean next-token loss over held-out batches (every rank evaluates all of them)."""
     device = device or model.device
     model.eval()
-    losses = []
-    for i in range(0, len(batches), batch_size):
-        b = batches[i : i + batch_size].to(device)
-        with autocast(device, precision):
-            _, loss = model(b, labels=b)
-        losses.append(float(loss) * len(b))
-    return sum(losses) / len(batches)
+    total, n = 0.0, 0
+    for b in batches:
+        total += float(loss_sum(model, b, device, precision))
+        n += supervised_tokens(b)
+    return total / max(n, 1)
+
+
+class BatchSource(Protocol):
+    """Draws the global batch of each step; its state restores the exact batches after a resume."""
+
+    def global_batch(self, micro_batch: int, world: int, accum: int, rank: int) -> list[dict]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class TrainParts:
+    """What a builder hands to :func:`run_training`."""
+
+    model: torch.nn.Module  # wrapped for DDP / FSDP2 already, compiled if asked
+    optimizer: torch.optim.Optimizer
+    data: BatchSource
+    save_final: Callable[[torch.nn.Module, Path], None]  # every rank calls it
+    flops_per_token: float
+    evals: list[dict] | None = None
+    params: list[torch.nn.Parameter] | None = None  # the trained ones (clipping); default all that train
+    trainable_only_checkpoints: bool = False  # LoRA: checkpoints hold the adapter, not the frozen base
+    on_eval: Callable[[torch.nn.Module, int], dict] | None = None  # extra fields for an eval line (samples)
+    name: str = "train"
+    describe: str = ""
+    extra_summary: dict = field(default_factory=dict)
+
+
+def _log(d: distributed.Dist, msg: str) -> None:
+    if d.main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def metrics_file(run_dir: Path, resume_step: int | None) -> Path:
+    """metrics.jsonl, cut back to the checkpoint's step when resuming (the steps after it are redone)."""
+    path = run_dir / "metrics.jsonl"
+    if resume_step is not None and path.exists():
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by the kill
+            if rec.get("step", 0) <= resume_step:
+                kept.append(line)
+        write_text_atomic(path, "".join(l + "\n" for l in kept))
+    return path
+
+
+def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainParts, resume: bool) -> dict | None:
+    """Train to ``schedule.max_steps`` (or ``train.stop_after``); the summary on rank 0, None elsewhere."""
+    t, o, s = cfg["train"], cfg["optimizer"], cfg["schedule"]
+    model, opt = parts.model, parts.optimizer
+    step, tokens = 0, 0
+    resumed = None
+    ckpt_options = {"ignore_frozen_params": True} if parts.trainable_only_checkpoints else None
+    if resume:
+        found = load_latest(run_dir, model, opt, options=ckpt_options)
+        if found is None:
+            _log(d, f"no checkpoint in {run_dir}; starting from step 0")
+        else:
+            state, path = found
+            step, tokens = state["step"], state["tokens"]
+            parts.data.load_state_dict(state["sampler"])
+            resumed = step
+            _log(d, f"resumed from {path} (step {step}, {tokens} tokens)")
+    metrics = None
+    if d.main:
+        path = metrics_file(run_dir, resumed if resume else None)
+        if not resume and path.exists():
+            path.unlink()
+        metrics = open(path, "a", encoding="utf-8")
+
+    def log(rec: dict) -> None:
+        if metrics is not None:
+            metrics.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            metrics.flush()
+
+    def evaluate(step: int) -> dict:
+        rec: dict = {"step": step, "tokens": tokens}
+        if parts.evals:
+            loss = evaluate_loss(model, parts.evals, t["precision"], device=d.device)
+            rec.update(eval_loss=round(loss, 6), eval_ppl=round(math.exp(min(loss, 50)), 3))
+        if parts.on_eval is not None:
+            rec.update(parts.on_eval(model, step))
+        if len(rec) > 2:
+            log(rec)
+        return rec
+
+    if resumed is not None:
+        log({"event": "resume", "step": step, "tokens": tokens, "time": time.time()})
+    peak = (t["peak_tflops"] * 1e12) if t["peak_tflops"] else measure_matmul_peak(d.device, t["precision"])
+    _log(d, parts.describe)
+    bar = tqdm(total=s["max_steps"], initial=step, desc=parts.name, unit=" steps", mininterval=1.0,
+               disable=not (d.main and cfg["log"]["progress"]))
+    last, last_eval = {}, {}
+    try:
+        if step == 0:  # the starting point of the held-out curve
+            evaluate(0)
+        while step < s["max_steps"]:
+            t0 = time.perf_counter()
+            micro = parts.data.global_batch(t["micro_batch_size"], d.world, t["grad_accum"], d.rank)
+            step += 1
+            lr = cosine_lr(step, o["lr"], o["min_lr"], s["warmup_steps"], s["max_steps"])
+            loss, norm, supervised = train_step(model, opt, micro, lr, o["grad_clip"], t["precision"],
+                                                device=d.device, d=d, params=parts.params)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {step}; lower optimizer.lr or use fp32")
+            n = int(distributed.all_sum(float(sum(real_tokens(b) for b in micro)), d))
+            dt = time.perf_counter() - t0
+            tokens += n
+            tps = n / dt
+            last = {"step": step, "loss": round(loss, 6), "lr": lr, "grad_norm": round(norm, 6), "tokens": tokens,
+                    "supervised_tokens": supervised, "tokens_per_s": round(tps, 1),
+                    "mfu": round(mfu(tps / d.world, parts.flops_per_token, peak), 4), "time": time.time()}
+            if step % cfg["log"]["every"] == 0 or step == s["max_steps"]:
+                log(last)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", mfu=f"{100 * last['mfu']:.1f}%")
+            if step % cfg["eval"]["every"] == 0 or step == s["max_steps"]:
+                last_eval = evaluate(step)
+            if step % cfg["checkpoint"]["every"] == 0 or step == s["max_steps"]:
+                save_checkpoint(run_dir, model, opt, {"step": step, "tokens": tokens,
+                                                      "sampler": parts.data.state_dict(), "config": cfg},
+                                keep=cfg["checkpoint"]["keep"], options=ckpt_options)
+            if t["stop_after"] is not None and step >= t["stop_after"] and step < s["max_steps"]:
+                _log(d, f"stopping after step {step} (train.stop_after)")
+                distributed.barrier(d)  # leave together: tearing gloo down under a busy peer can abort it
+                return {"run_dir": str(run_dir), "stopped": True, **last} if d.main else None
+        bar.close()
+        final = run_dir / "final"
+        parts.save_final(model, final)
+        distributed.barrier(d)  # leave together: tearing gloo down under a busy peer can abort it
+        if not d.main:
+            return None
+        return {"run_dir": str(run_dir), "final": str(final), **last, **parts.extra_summary,
+                **{k: v for k, v in last_eval.items() if k not in ("step", "tokens")}}
+    finally:
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+
+
+def start_run_dir(run_dir: Path, cfg: dict, d: distributed.Dist, resume: bool, resume_free: set) -> None:
+    """Refuse to overwrite a run without --resume, or to resume it with settings that change it; write
+    the resolved config.yaml."""
+    if checkpoint_dirs(run_dir) and not resume:
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it, or set run_dir")
+    old = run_dir / "config.yaml"
+    if resume and old.exists():
+        changed = settings_changes(yaml.safe_load(old.read_text(encoding="utf-8")), cfg, resume_free)
+        if changed:
+            free = ", ".join(sorted(".".join(k) for k in resume_free))
+            raise ConfigError("--resume with a config that changes the run: " + "; ".join(changed)
+                              + f" (only {free} may change)")
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run_dir / "config.yaml")
+    distributed.barrier(d)
+
+
+def save_full_model(model: torch.nn.Module, folder: Path, tokenizer, d: distributed.Dist) -> None:
+    """The trained network (gathered from every rank under FSDP2) as a model folder; every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from alaya.model.hf import save_model
+    from alaya.model.mpt import AlayaForCausalLM
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if d.main:
+        inner = distributed.unwrap(model)
+        clean = AlayaForCausalLM(inner.config)
+        clean.load_state_dict({k: v.float() for k, v in full.items()})
+        save_model(clean, folder, tokenizer=tokenizer)
+    distributed.barrier(d)

@@ -29,6 +29,9 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from alaya.configfile import settings_changes
+from alaya.fileio import write_json_atomic
+
 from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, plan_shards, read_documents
 from alaya.tokenizer import AlayaTokenizer
 from alaya.train.data import token_dtype
@@ -49,15 +52,6 @@ def is_heldout(doc_id: str, fraction: float) -> bool:
         return False
     h = int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
     return h / 2**64 < fraction
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class _ShardWriter:
@@ -126,7 +120,7 @@ def _tokenize_task(args: tuple) -> dict:
         shards += [{"source": w.source, "split": w.split, **d} for d in w.done]
     record = {"task": task, "input": str(path), "documents": docs, "quarantined": quarantine.count,
               "quarantine_examples": [r.to_json() for r in quarantine.records[:20]], "shards": shards}
-    _atomic_json(out / "tasks" / f"{task:05d}.json", record)
+    write_json_atomic(out / "tasks" / f"{task:05d}.json", record)
     return record
 
 
@@ -154,11 +148,11 @@ def tokenize_to_shards(
     settings_path = out / "settings.json"
     if settings_path.exists():
         old = json.loads(settings_path.read_text(encoding="utf-8"))
-        if old != settings:
-            changed = sorted(k for k in settings if old.get(k) != settings[k])
-            raise ValueError(f"{out} holds shards made with other settings ({', '.join(changed)}); use a new --output")
+        changed = settings_changes(old, settings)
+        if changed:
+            raise ValueError(f"{out} holds shards made with other settings ({'; '.join(changed)}); use a new --output")
     else:
-        _atomic_json(settings_path, settings)
+        write_json_atomic(settings_path, settings)
     done = {}
     for p in (out / "tasks").glob("*.json"):
         rec = json.loads(p.read_text(encoding="utf-8"))
@@ -192,7 +186,7 @@ def tokenize_to_shards(
             sp["documents"] += s["documents"]
             sp["shards"].append({"file": s["file"], "tokens": s["tokens"], "documents": s["documents"]})
     index["sources"] = dict(sorted(index["sources"].items()))
-    _atomic_json(out / INDEX, index)
+    write_json_atomic(out / INDEX, index)
     return index
 
 

@@ -33,7 +33,8 @@ import numpy as np
 from alaya.data.dedup.lsh import candidate_pairs, choose_kept, clusters, unique_pairs
 from alaya.data.dedup.minhash import MinHasher, band_keys, jaccard, lsh_params, normalize_for_hash
 from alaya.data.documents import Document, Quarantine
-from alaya.data.engine import PartWriter, atomic_write_json, finish_stage, quarantine_sink, read_shard, removal_record
+from alaya.fileio import write_json_atomic
+from alaya.data.engine import PartWriter, finish_stage, quarantine_sink, read_shard, removal_record
 
 _PARA_SPLIT = re.compile(r"\n\s*\n")
 
@@ -203,7 +204,7 @@ def _map_task(t: dict) -> dict:
              lengths=np.array(lengths, dtype=np.int64), quality=np.array(quality, dtype=np.float64),
              offsets=np.array(offsets, dtype=np.int64))
     rec = {"units": len(texts), "documents": n, "quarantined": quarantine.count}
-    atomic_write_json(done, rec)
+    write_json_atomic(done, rec)
     return rec
 
 
@@ -373,5 +374,5 @@ def _apply_task(t: dict) -> dict:
             counts["kept"] += 1
     kept_w.close()
     removed_w.close()
-    atomic_write_json(done, counts)
+    write_json_atomic(done, counts)
     return counts
