@@ -361,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in run_dir")
     pt.set_defaults(func=cmd_pretrain)
 
+    from alaya.sft.commands import add_parsers as add_sft_parsers
+
+    add_sft_parsers(sub, _formatter)
+
     dt = sub.add_parser("data", help="corpus curation (curate, dedup, stages, classifiers, mix) and tokenizing")
     dsub = dt.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     tk = dsub.add_parser("tokenize", formatter_class=_formatter, help="documents to uint16 token shards for pretraining",
@@ -529,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from alaya.sft.commands import normalize_argv
+
+    args = build_parser().parse_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, KeyError, NotImplementedError, FloatingPointError) as e:

@@ -1,4 +1,11 @@
-"""PEFT LoRA adapter folders (adapter_config.json + adapter_model.safetensors) applied to our model.
+"""LoRA on our model: trainable adapters (:func:`add_lora`), saved as PEFT folders (adapter_config.json +
+adapter_model.safetensors, :func:`save_adapter`), and PEFT folders applied to our model (:func:`merge_adapter`).
+
+Training: each targeted Linear becomes a :class:`LoRALinear` that keeps its frozen ``weight`` under the same
+name and adds ``lora_A`` [r, in] (kaiming-uniform, as peft) and ``lora_B`` [out, r] (zeros), with dropout on
+the adapter's input: ``y = x W^T + scaling * B(A(dropout(x)))``. The saved tensors are named as peft names
+them on transformers' MptForCausalLM (``base_model.model.transformer.blocks.0.attn.Wqkv.lora_A.weight``),
+so ``peft.PeftModel.from_pretrained`` loads our adapters.
 
 For inference the adapter is merged: ``W += scaling * B @ A`` for every adapted Linear, with
 ``scaling = lora_alpha / r`` (``/ sqrt(r)`` with ``use_rslora``) and the per-module ``rank_pattern`` /
@@ -14,7 +21,11 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from alaya.fileio import atomic_folder, write_json_atomic
 
 from alaya.model.hf import CheckpointError, read_json_object
 from alaya.model.mpt import AlayaForCausalLM
@@ -108,3 +119,99 @@ def merge_adapter(model: AlayaForCausalLM, folder: str | Path) -> list[str]:
         scaling = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
         W.copy_((W.float() + scaling * delta.to(W.device)).to(W.dtype))
     return sorted(modules)
+
+
+DEFAULT_TARGETS = ("Wqkv", "out_proj", "up_proj", "down_proj")
+
+
+class LoRALinear(nn.Module):
+    """A frozen Linear plus a trainable low-rank update; ``weight`` keeps the base layer's name."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
+        super().__init__()
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight = base.weight
+        self.weight.requires_grad_(False)
+        dev, dtype = base.weight.device, base.weight.dtype
+        self.lora_A = nn.Linear(self.in_features, r, bias=False, device=dev, dtype=dtype)
+        self.lora_B = nn.Linear(r, self.out_features, bias=False, device=dev, dtype=dtype)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # peft's default init
+        nn.init.zeros_(self.lora_B.weight)
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.scaling = alpha / math.sqrt(r) if rslora else alpha / r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+
+    @torch.no_grad()
+    def merged(self) -> nn.Linear:
+        out = nn.Linear(self.in_features, self.out_features, bias=False, device=self.weight.device,
+                        dtype=self.weight.dtype)
+        delta = self.lora_B.weight.float() @ self.lora_A.weight.float()
+        out.weight.copy_((self.weight.float() + self.scaling * delta).to(self.weight.dtype))
+        return out
+
+
+def _targeted(name: str, targets) -> bool:
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def add_lora(model: AlayaForCausalLM, r: int = 16, alpha: float = 32, dropout: float = 0.05,
+             targets=DEFAULT_TARGETS, rslora: bool = False) -> list[str]:
+    """Freeze the model and put a LoRA adapter on every Linear whose name ends with a target; the adapted
+    names. The tied embedding / head is never adapted (a merged update would change both)."""
+    if r < 1:
+        raise ValueError(f"lora.r must be >= 1, got {r}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and _targeted(n, targets)]
+    if not names:
+        linears = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ValueError(f"lora.target_modules {list(targets)} match no Linear layer; the model has {linears}")
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout, rslora))
+    return names
+
+
+def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def adapter_config(r: int, alpha: float, dropout: float, targets, rslora: bool, base_model: str = "") -> dict:
+    """adapter_config.json as peft writes it for a plain LoRA on a causal LM."""
+    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model, "r": r,
+            "lora_alpha": alpha, "lora_dropout": dropout, "target_modules": sorted(targets), "bias": "none",
+            "fan_in_fan_out": False, "use_rslora": rslora, "use_dora": False, "init_lora_weights": True,
+            "inference_mode": True, "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {},
+            "layers_to_transform": None, "layers_pattern": None, "revision": None}
+
+
+def adapter_state_dict(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The adapter's tensors under peft's names; ``state``: a full (gathered) state dict of the model."""
+    state = state if state is not None else model.state_dict()
+    out = {}
+    for key, t in state.items():
+        if ".lora_A." in key or ".lora_B." in key:
+            out[f"base_model.model.{key}"] = t.detach().float().contiguous().cpu()
+    return out
+
+
+def save_adapter(folder: str | Path, config: dict, tensors: dict[str, torch.Tensor]) -> Path:
+    """A PEFT adapter folder, written atomically."""
+    if not tensors:
+        raise ValueError("the model has no LoRA weights to save")
+    with atomic_folder(Path(folder)) as tmp:
+        write_json_atomic(tmp / ADAPTER_CONFIG, config, indent=2)
+        save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    return Path(folder)
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRALinear into a plain Linear (in place); the model runs at the base model's speed."""
+    for name, module in lora_modules(model).items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, module.merged())
+    return model

@@ -41,17 +41,25 @@ def attention_bias(
     key_valid: torch.Tensor | None,
     n_keys: int,
     dtype: torch.dtype,
+    segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Additive attention bias [B or 1, H, T, S]: ALiBi + causal mask + key padding mask.
 
     ``query_pos`` holds the absolute positions of the T queries among the S keys. A query that may see no
     key at all (a left-pad position) is allowed to see itself, so no row is all -inf (no NaN); its output
-    is never used.
+    is never used. ``segment_ids`` [B, S] (packed training, no cache) keeps attention inside each packed
+    example: a query sees only keys of its own segment, and since ALiBi is written in the relative form
+    ``slope * (j - i)`` the distances are those the example has on its own, so a packed example computes
+    exactly what it computes unpacked.
     """
     key_pos = torch.arange(n_keys, device=query_pos.device)
     rel = (key_pos[None, :] - query_pos[:, None]).to(torch.float32)  # [T, S], <= 0 where allowed
     bias = slopes.to(query_pos.device)[:, None, None] * rel[None]  # [H, T, S]
     allowed = (rel <= 0)[None]  # [1, T, S]
+    if segment_ids is not None:
+        if segment_ids.shape[1] != n_keys or len(query_pos) != n_keys:
+            raise ValueError("segment_ids are for training without a cache: one id per query and key")
+        allowed = allowed & (segment_ids[:, :, None] == segment_ids[:, None, :])  # [B, T, S]
     if key_valid is not None:
         allowed = allowed & key_valid[:, None, :].bool()  # [B, T, S]
         allowed = allowed | (rel == 0)[None]
@@ -208,12 +216,14 @@ class AlayaForCausalLM(nn.Module):
         labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_token_only: bool = False,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [B, T or 1, V] and, with ``labels``, the mean next-token cross-entropy.
 
         ``attention_mask`` [B, S] marks real tokens (1) and padding (0) over all S keys (past + current
         when a cache is given); padding goes on the left. ``labels`` are shifted inside; -100 is ignored.
         With ``cache``, the new keys and values are written at ``cache.length`` and the cache advances.
+        ``segment_ids`` [B, T] (training on packed examples) keeps attention inside each example.
         """
         B, T = input_ids.shape
         if (self.decode_step is not None and T == 1 and cache is not None and attention_mask is not None
@@ -235,7 +245,7 @@ class AlayaForCausalLM(nn.Module):
             bias = decode_bias(self.slopes(x.device), attention_mask, act_dtype)
         else:
             query_pos = torch.arange(past, n_keys, device=x.device)
-            bias = attention_bias(self.slopes(x.device), query_pos, attention_mask, n_keys, act_dtype)
+            bias = attention_bias(self.slopes(x.device), query_pos, attention_mask, n_keys, act_dtype, segment_ids)
         for i, block in enumerate(self.transformer.blocks):
             if self.activation_checkpointing and self.training and cache is None:
                 x = checkpoint(block, x, bias, None, i, use_reentrant=False)

@@ -1,0 +1,210 @@
+"""``alaya sft``: supervised fine-tuning, full or LoRA, built over the one training loop (alaya.train.loop).
+
+Run folder (DESIGN.md section 3): ``config.yaml``, ``metrics.jsonl`` (step lines; eval lines with the
+held-out loss and greedy ``samples``), ``data_report.json`` (per source: read, quarantined, too long,
+truncated, held out, used; per category: target and achieved shares in examples and supervised tokens;
+padding with and without packing), ``quarantine.jsonl``, ``checkpoints/``, and ``final/``: a PEFT adapter
+folder for LoRA (plus the tokenizer files), a model folder for full fine-tuning.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from alaya.fileio import write_json_atomic, write_text_atomic
+from alaya.model.hf import load_model
+from alaya.model.lora import DEFAULT_TARGETS, adapter_config, adapter_state_dict, add_lora, save_adapter
+from alaya.sft.data import SFTBatches, eval_batches, load_sft_data, materialize_sources, padding_share
+from alaya.sft.formats import CATEGORIES
+from alaya.sft.template import LENGTH_POLICIES
+from alaya.tokenizer import AlayaTokenizer
+from alaya.train import distributed
+from alaya.train.config import ConfigError, load_config, need
+from alaya.train.loop import TrainParts, run_training, save_full_model, start_run_dir
+from alaya.train.optim import DecoupledAdamW
+
+DEFAULT_SAMPLES = ["你好，你是谁？", "Who are you?", "What is the capital of France?", "请用一句话介绍一下长城。"]
+
+SFT_DEFAULTS: dict = {
+    "run_dir": "runs/sft",
+    "seed": 0,
+    "model": {},  # {path: DIR}: the model folder to fine-tune (ours, transformers' or llm-foundry's MPT)
+    "method": "lora",  # lora | full
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": list(DEFAULT_TARGETS), "rslora": False},
+    "data": {
+        "recipe": None,  # a YAML file with `sources` (and `shares`) used where these are not set: configs/sft/data.yaml
+        "sources": [],  # [{path, category, format?, fields?, max_epochs?, name?} or {generate: identity|refusals, ...}]
+        "shares": None,  # {category: share}; default: the published recipe's (alaya.sft.formats.CATEGORIES)
+        "max_epochs": 3.0,  # how often a source may repeat in one pass of the mixture
+        "examples": None,  # examples per pass of the mixture; default: as many as the epoch caps allow
+        "heldout_fraction": 0.02,
+        "heldout_max": 64,
+        "length_policy": "drop",  # drop | truncate_turns
+        "last_turn_only": False,  # labels on the last assistant turn only
+    },
+    "optimizer": {"lr": 2.0e-4, "min_lr": 2.0e-5, "betas": [0.9, 0.95], "eps": 1.0e-8, "weight_decay": 0.0,
+                  "grad_clip": 0.3},
+    "schedule": {"warmup_steps": 10, "max_steps": 200},
+    "checkpoint": {"every": 50, "keep": 2},
+    "train": {
+        "seq_len": 2048,
+        "micro_batch_size": 4,
+        "grad_accum": 1,
+        "precision": "bf16",
+        "parallel": "auto",
+        "activation_checkpointing": False,
+        "compile": False,
+        "device": None,
+        "peak_tflops": None,
+        "stop_after": None,
+        "packing": False,  # several examples per row, attention kept inside each
+    },
+    "eval": {"every": 50, "samples": DEFAULT_SAMPLES, "max_new_tokens": 48},
+    "log": {"every": 1, "progress": True},
+}
+RESUME_FREE = {("train", "stop_after"), ("log", "progress"), ("log", "every"), ("train", "compile"),
+               ("checkpoint", "keep"), ("train", "peak_tflops"), ("eval", "samples"), ("eval", "max_new_tokens")}
+
+
+def check_sft_config(cfg: dict) -> None:
+    m = cfg["model"]
+    need(isinstance(m, dict) and set(m) == {"path"} and m["path"],
+         "model.path must name the model folder to fine-tune (and nothing else under model)")
+    need(cfg["method"] in ("lora", "full"), f"method must be lora or full, got {cfg['method']!r}")
+    lo = cfg["lora"]
+    need(isinstance(lo["r"], int) and lo["r"] >= 1, f"lora.r must be a positive integer, got {lo['r']!r}")
+    need(lo["alpha"] > 0, f"lora.alpha must be > 0, got {lo['alpha']!r}")
+    need(0 <= lo["dropout"] < 1, f"lora.dropout must be in [0, 1), got {lo['dropout']!r}")
+    need(isinstance(lo["target_modules"], list) and lo["target_modules"], "lora.target_modules must be a non-empty list")
+    dd = cfg["data"]
+    if dd["recipe"]:
+        from alaya.configfile import read_yaml_mapping
+
+        recipe = read_yaml_mapping(dd["recipe"], ConfigError)
+        if not dd["sources"]:
+            dd["sources"] = recipe.get("sources") or []
+        if dd["shares"] is None:
+            dd["shares"] = recipe.get("shares")
+    need(isinstance(dd["sources"], list) and dd["sources"], "data.sources is empty: list the instruction files, "
+         "each as {path: FILE, category: NAME} (categories: " + ", ".join(CATEGORIES) + ")")
+    need(dd["length_policy"] in LENGTH_POLICIES, f"data.length_policy must be one of {LENGTH_POLICIES}, got {dd['length_policy']!r}")
+    need(0 <= dd["heldout_fraction"] < 1, f"data.heldout_fraction must be in [0, 1), got {dd['heldout_fraction']!r}")
+    need(isinstance(cfg["eval"]["samples"], list), "eval.samples must be a list of prompts")
+
+
+def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, d: distributed.Dist, fsdp: bool):
+    """Greedy answers to a few prompts at every eval (the project's one generation loop)."""
+    from alaya.infer.chat import build_prompt, clean_reply
+    from alaya.infer.generate import GenerationConfig, generate
+    from alaya.prompt import OUTPUT_FLAG
+
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+
+    def samples(model: torch.nn.Module, step: int) -> dict:
+        if not prompts or not (d.main or fsdp):  # under FSDP every rank takes part in the forward passes
+            return {}
+        net = distributed.unwrap(model)
+        was = net.training
+        net.eval()
+        out = {}
+        with torch.no_grad():
+            for p in prompts:
+                ids = build_prompt(tok, p, [], net.config.max_seq_len, max_new_tokens).ids
+                text = tok.decode(generate(net if not fsdp else model, [ids], gen)[0])
+                if text.startswith(OUTPUT_FLAG):
+                    text = text[len(OUTPUT_FLAG):]
+                out[p] = clean_reply(text.split("### Instruction:")[0])
+        net.train(was)
+        return {"samples": out}
+
+    return samples
+
+
+def run_sft(config_path: str | None, overrides: list[str], resume: bool = False) -> dict | None:
+    cfg = load_config(config_path, overrides, SFT_DEFAULTS, frozenset({"model", "data.shares"}), check_sft_config)
+    t, o, dd, lo = cfg["train"], cfg["optimizer"], cfg["data"], cfg["lora"]
+    d = distributed.init(t["device"])
+    run_dir = Path(cfg["run_dir"])
+    try:
+        start_run_dir(run_dir, cfg, d, resume, RESUME_FREE)
+        base = str(cfg["model"]["path"])
+        tok = AlayaTokenizer.load(base)
+        model = load_model(base, dtype=torch.float32)
+        mc = model.config
+        if t["seq_len"] > mc.max_seq_len:
+            raise ConfigError(f"train.seq_len {t['seq_len']} exceeds the model's max_seq_len {mc.max_seq_len}")
+        if tok.vocab_size > mc.vocab_size:
+            raise ConfigError(f"{base}: the tokenizer has {tok.vocab_size} tokens, the model {mc.vocab_size}")
+        gen_dir = run_dir / "generated"
+        sources = materialize_sources(dd["sources"], gen_dir, write=d.main)
+        distributed.barrier(d)
+        data = load_sft_data(sources, tok, t["seq_len"], shares=dd["shares"], max_epochs=dd["max_epochs"],
+                             examples=dd["examples"], heldout_fraction=dd["heldout_fraction"],
+                             heldout_max=dd["heldout_max"], policy=dd["length_policy"],
+                             last_turn_only=dd["last_turn_only"], seed=cfg["seed"])
+        lengths = [len(e) for e in data.train]
+        data.report["padding_share"] = {"one_example_per_row": round(padding_share(lengths, t["seq_len"], False), 4),
+                                        "packed": round(padding_share(lengths, t["seq_len"], True), 4),
+                                        "packing": t["packing"]}
+        data.report["heldout_examples"] = len(data.heldout)
+        data.report["quarantined"] = data.quarantine.count
+        if d.main:
+            write_json_atomic(run_dir / "data_report.json", data.report)
+            write_text_atomic(run_dir / "quarantine.jsonl", "".join(
+                json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in data.quarantine.records))
+            if data.quarantine.count:
+                print(f"{data.quarantine.count} malformed records quarantined (first: "
+                      f"{data.quarantine.records[0].file}:{data.quarantine.records[0].line}: "
+                      f"{data.quarantine.records[0].reason}); see {run_dir / 'quarantine.jsonl'}", file=sys.stderr)
+        batches = SFTBatches(data.train, t["seq_len"], tok.pad_id, t["packing"], cfg["seed"])
+        evals = eval_batches(data.heldout, t["micro_batch_size"], tok.pad_id) or None
+
+        torch.manual_seed(cfg["seed"])  # the same adapter init on every rank
+        flops = mc.flops_per_token(t["seq_len"])
+        if cfg["method"] == "lora":
+            add_lora(model, lo["r"], lo["alpha"], lo["dropout"], lo["target_modules"], lo["rslora"])
+            flops -= 2 * mc.num_parameters()  # no weight gradients for the frozen base
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        model.activation_checkpointing = t["activation_checkpointing"]
+        model.to(d.device)
+        model = distributed.wrap(model, t["parallel"], d, t["precision"])
+        if t["compile"]:
+            model.compile()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = DecoupledAdamW(params, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"])
+        fsdp = t["parallel"] == "fsdp"
+
+        def save_final(m: torch.nn.Module, folder: Path) -> None:
+            if cfg["method"] == "full":
+                save_full_model(m, folder, tok, d)
+                return
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            full = get_model_state_dict(m, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if d.main:
+                acfg = adapter_config(lo["r"], lo["alpha"], lo["dropout"], lo["target_modules"], lo["rslora"],
+                                      str(Path(base).resolve()))
+                save_adapter(folder, acfg, adapter_state_dict(m, full))
+                tok.save(folder)  # alaya chat BASE --adapter final finds the same tokenizer here
+            distributed.barrier(d)
+
+        global_rows = t["micro_batch_size"] * d.world * t["grad_accum"]
+        describe = (f"SFT ({cfg['method']}) of {base}: {mc.num_parameters() / 1e6:.2f} M parameters, "
+                    f"{trainable / 1e6:.3f} M trained; {len(data.train)} examples per pass of the mixture, "
+                    f"{len(data.heldout)} held out, {data.quarantine.count} quarantined; global batch {global_rows} "
+                    f"rows × ≤{t['seq_len']} ({'packed' if t['packing'] else 'one example per row'}), {t['precision']}")
+        parts = TrainParts(model=model, optimizer=opt, data=batches, evals=evals, params=params, name="sft",
+                           describe=describe, flops_per_token=flops, save_final=save_final,
+                           trainable_only_checkpoints=cfg["method"] == "lora",
+                           on_eval=_sampler(tok, cfg["eval"]["samples"], cfg["eval"]["max_new_tokens"], d, fsdp),
+                           extra_summary={"method": cfg["method"], "examples_per_pass": len(data.train),
+                                          "trainable_parameters": trainable})
+        summary = run_training(cfg, run_dir, d, parts, resume)
+        if summary is not None:
+            summary["epochs"] = round(batches.epochs, 3)
+        return summary
+    finally:
+        distributed.shutdown()
