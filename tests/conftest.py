@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from alaya.model.mpt import AlayaForCausalLM
 from alaya.tokenizer import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# the shared real data sets: ALAYA_DATA, else ../shared/data beside the repository
+SHARED_DATA = Path(os.environ["ALAYA_DATA"]) if os.environ.get("ALAYA_DATA") else REPO.parent / "shared" / "data"
 CORPUS = SHARED_DATA / "corpus"
 
 
@@ -81,3 +83,18 @@ def tiny_run_overrides(run_dir, token_dir, steps=8, **extra):
             "checkpoint.every": 2, "checkpoint.keep": 2, "eval.every": 4, "eval.windows": 8,
             "log.progress": False, "train.peak_tflops": 0.1, **extra}
     return [f"{k}={v}" for k, v in base.items()]
+
+@pytest.fixture(scope="session")
+def sft_tok():
+    """A 600-token tokenizer that knows the prompt format and some Chinese."""
+    extra = ["### Instruction:\t\nWho are you?\n\n### Output:\t\nI am Alaya. </s>"] * 50
+    return train_tokenizer(list(read_texts(["builtin:demo-bilingual"])) + extra, vocab_size=600, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def base_dir(sft_tok, tmp_path_factory):
+    torch.manual_seed(0)
+    model = AlayaForCausalLM(preset("alaya-tiny", vocab_size=600, d_model=64, n_heads=4, n_layers=2, max_seq_len=128))
+    d = tmp_path_factory.mktemp("base") / "model"
+    save_model(model, d, tokenizer=sft_tok)
+    return d

@@ -280,7 +280,7 @@ def _parse_json_object(path: str, n: int, raw: bytes, q: Quarantine) -> dict | N
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        q.add(QuarantineRecord(path, n, f"invalid JSON: {e.msg} at column {e.colno}", raw))
+        q.add(QuarantineRecord(path, n, f"invalid JSON at column {e.colno}: {e.msg}", raw))
         return None
     if not isinstance(obj, dict):
         q.add(QuarantineRecord(path, n, f"expected a JSON object, got {type(obj).__name__}", raw))

@@ -89,7 +89,7 @@ def load_sft_data(sources: list[dict], tok: AlayaTokenizer, seq_len: int, shares
                 continue
             enc.category = ex.category or category
             stats.truncated += enc.dropped_turns > 0
-            if _held_out(ex.where, heldout_fraction) and len(heldout) < heldout_max:
+            if _held_out(f"{stats.name}:{ex.line}", heldout_fraction) and len(heldout) < heldout_max:
                 heldout.append(enc)
                 stats.held_out += 1
                 continue
@@ -183,7 +183,7 @@ def _mix(pools, shares: dict[str, float], examples: int | None, seed: int) -> li
     active = {c: s / total_share for c, s in active.items()}
     capacity = {c: sum(len(k) * cap for _, k, cap in by_cat[c]) for c in active}
     limit = min(capacity[c] / active[c] for c in active)
-    size = int(min(examples, limit) if examples else limit)
+    size = int((min(examples, limit) if examples else limit) + 1e-9)
     out: list[Encoded] = []
     for c, share in active.items():
         want = max(1, round(share * size))

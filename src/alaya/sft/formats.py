@@ -11,8 +11,8 @@
   utterance is dropped (KdConv, LCCC-style chat logs).
 - **hh**: Anthropic HH-RLHF's ``chosen`` text (``\n\nHuman: ...\n\nAssistant: ...``).
 
-Files are JSONL (.gz/.zst too) or one JSON array; the format is detected per file from its first record
-(or set). Any record may carry ``category`` (one of :data:`CATEGORIES`). A malformed record (bad JSON,
+Files are JSONL (.gz/.zst too) or one JSON array; the format is detected from each record's keys (so a
+file may mix them), or set. Any record may carry ``category`` (one of :data:`CATEGORIES`). A malformed record (bad JSON,
 wrong types, an empty turn, roles that do not alternate user/assistant or do not end with the assistant,
 a system turn after the first) is quarantined with its file, line (or array index) and the reason.
 """
@@ -203,18 +203,15 @@ def example_from_record(record: dict, fmt: str | None = None) -> Example:
 
 def read_examples(paths: Iterable[str], quarantine: Quarantine, fmt: str | None = None,
                   category: str | None = None, fields: dict[str, str] | None = None) -> Iterator[Example]:
-    """The examples of every file; ``fmt`` None detects each file's format from its first record.
+    """The examples of every file; ``fmt`` None detects each record's format from its keys.
     ``fields`` renames a set's own keys to the format's (GSM8K: ``{instruction: question, output: answer}``)."""
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown SFT format {fmt!r}; known: {', '.join(FORMATS)}")
-    detected: dict[str, str] = {}
     for path, line, record in read_json_records(paths, quarantine):
         if fields:
             record = {**record, **{ours: record[theirs] for ours, theirs in fields.items() if theirs in record}}
         try:
-            if fmt is None and path not in detected:
-                detected[path] = detect_format(record)
-            ex = example_from_record(record, fmt or detected[path])
+            ex = example_from_record(record, fmt)
         except RecordError as e:
             quarantine.add(QuarantineRecord(path, line, str(e),
                                             json.dumps(record, ensure_ascii=False).encode("utf-8")))

@@ -54,7 +54,7 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
 
 def _options(options: dict | None) -> StateDictOptions | None:
     # ignore_frozen_params: a LoRA run's checkpoints hold the adapter and its optimizer state, not the base
-    return StateDictOptions(**options) if options else None
+    return StateDictOptions(**options, strict=False) if options else None
 
 
 def save_checkpoint(run_dir: str | Path, model, optimizer, trainer_state: dict, keep: int,

@@ -1,0 +1,58 @@
+"""LoRA for training: peft's layer math and init, PEFT folders that peft loads, merging."""
+import pytest
+import torch
+
+from alaya.model.config import preset
+from alaya.model.hf import save_model
+from alaya.model.lora import (LoRALinear, adapter_config, adapter_state_dict, add_lora, merge_adapter, merge_lora,
+                              save_adapter)
+from alaya.model.mpt import AlayaForCausalLM
+
+peft = pytest.importorskip("peft")
+from transformers import MptForCausalLM  # noqa: E402
+
+
+def tiny():
+    torch.manual_seed(0)
+    return AlayaForCausalLM(preset("alaya-tiny", vocab_size=320, d_model=64, n_heads=4, n_layers=2, max_seq_len=64))
+
+
+def test_add_lora_freezes_the_base_and_starts_as_the_identity():
+    m = tiny()
+    ids = torch.randint(4, 320, (2, 12))
+    with torch.no_grad():
+        before = m(ids)[0]
+    names = add_lora(m, r=4, alpha=8, dropout=0.0)
+    assert len(names) == 8 and all(isinstance(m.get_submodule(n), LoRALinear) for n in names)
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    with torch.no_grad():
+        torch.testing.assert_close(m(ids)[0], before)  # B = 0 at init, as peft
+    with pytest.raises(ValueError, match="match no Linear"):
+        add_lora(tiny(), targets=["q_proj"])
+
+
+def test_saved_adapter_loads_in_peft_and_gives_our_logits_and_merges_exactly(tmp_path):
+    m = tiny()
+    base_dir = tmp_path / "base"
+    save_model(m, base_dir)
+    add_lora(m, r=4, alpha=16, dropout=0.05, rslora=True)
+    with torch.no_grad():  # a trained-looking adapter
+        for n, p in m.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
+    m.eval()
+    save_adapter(tmp_path / "adapter", adapter_config(4, 16, 0.05, ["Wqkv", "out_proj", "up_proj", "down_proj"], True,
+                                                     str(base_dir)), adapter_state_dict(m))
+    ids = torch.randint(4, 320, (2, 12))
+    with torch.no_grad():
+        ours = m(ids)[0]
+        hf = peft.PeftModel.from_pretrained(MptForCausalLM.from_pretrained(base_dir), tmp_path / "adapter").eval()
+        torch.testing.assert_close(hf(input_ids=ids).logits, ours, atol=2e-5, rtol=1e-4)
+        # folding in place, and merging the saved folder into a fresh base, both give the adapted logits
+        merged = merge_lora(m)
+        assert not any(isinstance(x, LoRALinear) for x in merged.modules())
+        torch.testing.assert_close(merged(ids)[0], ours, atol=2e-5, rtol=1e-4)
+        fresh = tiny()
+        merge_adapter(fresh, tmp_path / "adapter")
+        torch.testing.assert_close(fresh(ids)[0], ours, atol=2e-5, rtol=1e-4)

@@ -1,0 +1,151 @@
+"""alaya sft end to end: LoRA and full runs, PEFT folders, merge, exact resume after SIGKILL, two ranks."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alaya.cli import main
+from alaya.model.hf import load_model
+from alaya.model.lora import merge_adapter
+from alaya.train.plot import read_metrics
+from conftest import REPO
+
+LORA = str(REPO / "configs" / "sft" / "tiny-lora.yaml")
+FULL = str(REPO / "configs" / "sft" / "tiny-full.yaml")
+
+
+@pytest.fixture(scope="module")
+def sft_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sftdata")
+    general = [{"instruction": f"What is {a} plus {b}?", "output": f"{a} plus {b} is {a + b}."}
+               for a in range(12) for b in range(6)]
+    general += [{"instruction": "介绍一下长城", "output": "长城是中国古代的军事防御工程。"}] * 3
+    bad = ['{"instruction": "torn', json.dumps({"instruction": "x", "output": ""})]
+    (root / "general.jsonl").write_text("\n".join([json.dumps(r, ensure_ascii=False) for r in general] + bad) + "\n",
+                                        encoding="utf-8")
+    dialogues = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                               {"role": "user", "content": f"Count to {n}"},
+                               {"role": "assistant", "content": " ".join(str(i) for i in range(1, n + 1))}]}
+                 for n in range(1, 9)]
+    (root / "dialogue.json").write_text(json.dumps(dialogues), encoding="utf-8")
+    return root
+
+
+def overrides(run_dir, base_dir, files, steps=8, **extra):
+    sources = (f"[{{path: {files / 'general.jsonl'}, category: general}}, "
+               f"{{path: {files / 'dialogue.json'}, category: role_play}}, {{generate: identity, examples: 200}}]")
+    base = {"run_dir": str(run_dir), "model.path": str(base_dir), "data.recipe": "null", "data.sources": sources,
+            "data.shares": "{general: 0.6, role_play: 0.2, self_awareness: 0.2}", "data.heldout_fraction": 0.1,
+            "train.seq_len": 128, "train.micro_batch_size": 4, "schedule.max_steps": steps,
+            "schedule.warmup_steps": 2, "checkpoint.every": 3, "checkpoint.keep": 2, "eval.every": 4,
+            "eval.samples": '["你是谁？", "Who are you?"]', "eval.max_new_tokens": 8, "log.progress": "false",
+            "train.peak_tflops": 0.1, **extra}
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def run(config, args, **kw):
+    return subprocess.run([sys.executable, "-m", "alaya.cli", "sft", "--config", config, *args],
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_lora_run_writes_a_peft_folder_that_peft_loads_and_merge_equals_it(tmp_path, base_dir, sft_files):
+    run_dir = tmp_path / "lora"
+    assert main(["sft", "--config", LORA, *overrides(run_dir, base_dir, sft_files)]) == 0
+    final = run_dir / "final"
+    assert (final / "adapter_config.json").is_file() and (final / "adapter_model.safetensors").is_file()
+    train, evals, _ = read_metrics(run_dir)
+    assert [r["step"] for r in train] == list(range(1, 9)) and train[-1]["loss"] < train[0]["loss"]
+    assert all(r["supervised_tokens"] > 0 and r["tokens"] > 0 for r in train)
+    assert [e["step"] for e in evals] == [0, 4, 8] and set(evals[-1]["samples"]) == {"你是谁？", "Who are you?"}
+    report = json.loads((run_dir / "data_report.json").read_text())
+    assert report["quarantined"] == 2 and report["categories"]["self_awareness"]["examples"] > 0
+    assert len((run_dir / "quarantine.jsonl").read_text().splitlines()) == 2
+    assert (run_dir / "generated" / "identity.heldout.jsonl").is_file()
+
+    peft = pytest.importorskip("peft")
+    from transformers import MptForCausalLM
+
+    ids = torch.randint(4, 600, (2, 16))
+    ours = load_model(base_dir)
+    merge_adapter(ours, final)
+    hf = peft.PeftModel.from_pretrained(MptForCausalLM.from_pretrained(base_dir), final).eval()
+    with torch.no_grad():
+        theirs = hf(input_ids=ids).logits
+        torch.testing.assert_close(ours(ids)[0], theirs, atol=2e-5, rtol=1e-4)
+    assert main(["merge", str(base_dir), str(final), str(tmp_path / "merged")]) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "merged")(ids)[0], theirs, atol=2e-5, rtol=1e-4)
+    # alaya chat / infer take the adapter as they do any PEFT folder
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Who are you?\n", encoding="utf-8")
+    assert main(["infer", str(base_dir), str(prompts), str(tmp_path / "o.jsonl"), str(final), "--temperature", "0",
+                 "--max-new-tokens", "8"]) == 0
+
+
+def _kill_after(cmd, metrics, n_steps):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if metrics.exists() and sum(1 for l in metrics.read_text().splitlines() if '"loss"' in l) >= n_steps:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("config,weights", [(LORA, "adapter_model.safetensors"), (FULL, "model.safetensors")])
+def test_sigkill_then_resume_ends_bitwise_equal(config, weights, tmp_path, base_dir, sft_files):
+    steps = 10
+    extra = {"train.packing": "true"}
+    whole = run(config, overrides(tmp_path / "whole", base_dir, sft_files, steps, **extra))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    cut = tmp_path / "cut"
+    _kill_after([sys.executable, "-m", "alaya.cli", "sft", "--config", config,
+                 *overrides(cut, base_dir, sft_files, steps, **extra)], cut / "metrics.jsonl", 7)
+    assert not (cut / "final").exists()
+    resumed = run(config, overrides(cut, base_dir, sft_files, steps, **extra) + ["--resume"])
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
+    a, b = load_file(str(tmp_path / "whole" / "final" / weights)), load_file(str(cut / "final" / weights))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in read_metrics(cut)[0]] == [r["loss"] for r in read_metrics(tmp_path / "whole")[0]]
+
+
+def test_bad_configs_are_refused_with_the_key(tmp_path, base_dir, sft_files):
+    out = run(LORA, overrides(tmp_path / "r", base_dir, sft_files, **{"method": "qlora"}))
+    assert out.returncode == 2 and "method" in out.stderr
+    out = run(LORA, [f"run_dir={tmp_path / 'r2'}", "data.recipe=null"])
+    assert out.returncode == 2 and "model.path" in out.stderr
+    out = run(LORA, overrides(tmp_path / "r3", base_dir, sft_files, **{"train.seq_len": 4096}))
+    assert out.returncode == 2 and "max_seq_len" in out.stderr
+
+
+TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TORCHRUN is None or not torch.distributed.is_available(), reason="torchrun not available")
+def test_two_ranks_train_like_one_with_the_same_global_batch(tmp_path, base_dir, sft_files):
+    # LoRA dropout off: each rank draws its own dropout masks, so only the dropout-free step can be equal
+    one = run(LORA, overrides(tmp_path / "one", base_dir, sft_files, 4, **{"train.micro_batch_size": 4,
+                                                                             "lora.dropout": 0.0}))
+    assert one.returncode == 0, one.stderr[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "alaya.cli", "sft", "--config", LORA,
+                          *overrides(tmp_path / "two", base_dir, sft_files, 4, **{"train.micro_batch_size": 2,
+                                                                                  "train.parallel": "ddp",
+                                                                                  "lora.dropout": 0.0})],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    la = [r["loss"] for r in read_metrics(tmp_path / "one")[0]]
+    lb = [r["loss"] for r in read_metrics(tmp_path / "two")[0]]
+    assert len(la) == len(lb) == 4 and max(abs(x - y) for x, y in zip(la, lb)) < 1e-5, (la, lb)
+    a = load_file(str(tmp_path / "one" / "final" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "final" / "adapter_model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
