@@ -36,7 +36,7 @@ def child(args) -> dict:
         opt = DecoupledAdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
 
         def step():
-            train_step(model, opt, [batch], 1e-4, 0.3, args.precision, device=device)
+            train_step(model, opt, [{"input_ids": batch, "labels": batch}], 1e-4, 0.3, args.precision, device=device)
     else:
         from transformers import MptConfig, MptForCausalLM
 

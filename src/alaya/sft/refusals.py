@@ -156,6 +156,16 @@ BENIGN = {
 }
 
 
+REFUSAL_MARKERS = ("I can't", "I cannot", "I won't", "I'm sorry", "I am sorry", "I have to decline", "not able to help",
+                   "抱歉", "对不起", "无法", "不能帮", "需要拒绝", "不会这样做")
+
+
+def is_refusal(answer: str) -> bool:
+    """Whether an answer declines (the markers of this module's refusals and of common ones)."""
+    head = answer[:200]
+    return any(m in head for m in REFUSAL_MARKERS)
+
+
 def _lang(text: str, hint: str | None = None) -> str:
     if hint in ("en", "zh"):
         return hint

@@ -7,6 +7,7 @@ a key the defaults do not know is an error naming it (a typo never silently does
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -49,6 +50,9 @@ class ConfigError(ValueError):
     pass
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _merge(base: dict, new: dict, where: str, open_keys: set[str]) -> dict:
     out = copy.deepcopy(base)
     for key, value in new.items():
@@ -73,6 +77,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override '{text}': value is not valid YAML: {e}") from None
+    if isinstance(parsed, str) and _FLOAT.fullmatch(parsed.strip()):
+        parsed = float(parsed)  # YAML 1.1 reads 3e-4 (no dot) as a string
     return key.split("."), parsed
 
 

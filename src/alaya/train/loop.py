@@ -87,6 +87,18 @@ def loss_sum(model: torch.nn.Module, batch: dict, device: torch.device, precisio
                            reduction="sum")
 
 
+@torch.no_grad()
+def row_losses(model: torch.nn.Module, batch: dict, device: torch.device, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the summed cross-entropy of its supervised tokens and their count (the batched scorer of
+    screening and evaluation)."""
+    kwargs = {k: batch[k].to(device) for k in ("attention_mask", "segment_ids") if k in batch}
+    with autocast(device, precision):
+        logits, _ = model(batch["input_ids"].to(device), **kwargs)
+    labels = batch["labels"][:, 1:].to(device)
+    ce = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    return ce.sum(1).cpu(), (labels != IGNORE).sum(1).cpu()
+
+
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,

@@ -1,0 +1,75 @@
+"""Acceptance of the SFT stage on a tiny model: after SFT on the generated identity data mixed with general
+data (and refusals), greedy answers to held-out identity phrasings name the model in both languages."""
+import json
+import random
+
+import pytest
+import torch
+
+from alaya.cli import main
+from alaya.model.config import preset
+from alaya.model.hf import save_model
+from alaya.model.mpt import AlayaForCausalLM
+from alaya.sft.identity import Identity, write_identity_data
+from alaya.sft.refusals import is_refusal
+from alaya.tokenizer import train_tokenizer
+from conftest import REPO, SHARED_DATA
+
+ALPACA = [SHARED_DATA / "lf_alpaca_en_demo" / "alpaca_en_demo.json", SHARED_DATA / "lf_alpaca_zh_demo" / "alpaca_zh_demo.json"]
+
+
+def answers(model, tok, prompts, max_new_tokens=40):
+    from alaya.infer.chat import build_prompt
+    from alaya.infer.generate import GenerationConfig, generate
+
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    out = []
+    for p in prompts:
+        ids = build_prompt(tok, p, [], model.config.max_seq_len, max_new_tokens).ids
+        out.append(tok.decode(generate(model, [ids], gen)[0], skip_special_tokens=True))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(p.is_file() for p in ALPACA), reason=f"Alpaca demo sets not present at {SHARED_DATA}")
+def test_a_tiny_chat_model_knows_who_it_is_on_heldout_phrasings(tmp_path, capsys):
+    ident = Identity()
+    write_identity_data(str(tmp_path / "id.jsonl"), ident, examples=3000)
+    general = [r for p in ALPACA for r in json.loads(p.read_text(encoding="utf-8"))]
+    texts = [json.loads(l)["messages"][-1]["content"] for l in open(tmp_path / "id.jsonl", encoding="utf-8")]
+    tok = train_tokenizer(texts + [r["instruction"] + "\n" + r["output"] for r in general], vocab_size=2048,
+                          show_progress=False)
+    torch.manual_seed(0)
+    save_model(AlayaForCausalLM(preset("alaya-tiny", vocab_size=2048, max_seq_len=256)), tmp_path / "base", tokenizer=tok)
+    sources = [f"{{path: {tmp_path / 'id.jsonl'}, category: self_awareness}}"] + [f"{{path: {p}, category: general}}" for p in ALPACA]
+    shares = "{self_awareness: 0.4, general: 0.6}"
+    red_team = [SHARED_DATA / "xsafety", SHARED_DATA / "flames"]
+    if all(p.is_dir() for p in red_team):
+        sources.append(f"{{generate: refusals, input: [{red_team[0]}, {red_team[1]}]}}")
+        shares = "{self_awareness: 0.35, general: 0.45, bias_refusal: 0.15, hhh: 0.05}"
+    run_dir = tmp_path / "run"
+    assert main(["sft", "--config", str(REPO / "configs" / "sft" / "tiny-full.yaml"), f"model.path={tmp_path / 'base'}",
+                 f"run_dir={run_dir}", "data.recipe=null", f"data.sources=[{', '.join(sources)}]", f"data.shares={shares}",
+                 "schedule.max_steps=220", "optimizer.lr=4e-3", "optimizer.min_lr=4e-4", "train.seq_len=128",
+                 "train.micro_batch_size=16", "eval.every=1000", "checkpoint.every=1000", "eval.samples=[]",
+                 "log.progress=false", "train.peak_tflops=0.1"]) == 0
+    from alaya.infer.loading import load_for_inference
+
+    model, tk = load_for_inference(str(run_dir / "final"), device="cpu", dtype="float32")
+    held = [json.loads(l) for l in open(tmp_path / "id.heldout.jsonl", encoding="utf-8")]
+    random.Random(0).shuffle(held)
+    rates = {}
+    for lang in ("en", "zh"):
+        qs = [h for h in held if h["lang"] == lang][:60]
+        got = answers(model, tk, [h["prompt"] for h in qs])
+        rates[lang] = sum(any(w in a for w in h["expect"]) for h, a in zip(qs, got)) / len(qs)
+    report = {"identity_rate": rates}
+    gen_dir = run_dir / "generated"
+    if (gen_dir / "refusals.heldout.jsonl").is_file():  # measured and reported (README), not a goal here
+        harmful = [json.loads(l)["prompt"] for l in open(gen_dir / "refusals.heldout.jsonl", encoding="utf-8")][:60]
+        benign = [json.loads(l)["prompt"] for l in open(gen_dir / "refusals.benign.heldout.jsonl", encoding="utf-8")]
+        report["refusal_rate"] = sum(map(is_refusal, answers(model, tk, harmful))) / len(harmful)
+        report["over_refusal_rate"] = sum(map(is_refusal, answers(model, tk, benign))) / len(benign)
+    with capsys.disabled():
+        print("\nSFT acceptance (tiny model, greedy):", json.dumps(report))
+    assert rates["en"] >= 0.95 and rates["zh"] >= 0.95, report
