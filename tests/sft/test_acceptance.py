@@ -1,5 +1,5 @@
 """Acceptance of the SFT stage on a tiny model: after SFT on the generated identity data mixed with general
-data (and refusals), greedy answers to held-out identity phrasings name the model in both languages."""
+data, greedy answers to held-out identity phrasings name the model in both languages."""
 import json
 import random
 
@@ -11,23 +11,11 @@ from alaya.model.config import preset
 from alaya.model.hf import save_model
 from alaya.model.mpt import AlayaForCausalLM
 from alaya.sft.identity import Identity, write_identity_data
-from alaya.sft.refusals import is_refusal
+from alaya.sft.behaviour import identity_rate
 from alaya.tokenizer import train_tokenizer
 from conftest import REPO, SHARED_DATA
 
 ALPACA = [SHARED_DATA / "lf_alpaca_en_demo" / "alpaca_en_demo.json", SHARED_DATA / "lf_alpaca_zh_demo" / "alpaca_zh_demo.json"]
-
-
-def answers(model, tok, prompts, max_new_tokens=40):
-    from alaya.infer.chat import build_prompt
-    from alaya.infer.generate import GenerationConfig, generate
-
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
-    out = []
-    for p in prompts:
-        ids = build_prompt(tok, p, [], model.config.max_seq_len, max_new_tokens).ids
-        out.append(tok.decode(generate(model, [ids], gen)[0], skip_special_tokens=True))
-    return out
 
 
 @pytest.mark.slow
@@ -43,10 +31,6 @@ def test_a_tiny_chat_model_knows_who_it_is_on_heldout_phrasings(tmp_path, capsys
     save_model(AlayaForCausalLM(preset("alaya-tiny", vocab_size=2048, max_seq_len=256)), tmp_path / "base", tokenizer=tok)
     sources = [f"{{path: {tmp_path / 'id.jsonl'}, category: self_awareness}}"] + [f"{{path: {p}, category: general}}" for p in ALPACA]
     shares = "{self_awareness: 0.4, general: 0.6}"
-    red_team = [SHARED_DATA / "xsafety", SHARED_DATA / "flames"]
-    if all(p.is_dir() for p in red_team):
-        sources.append(f"{{generate: refusals, input: [{red_team[0]}, {red_team[1]}]}}")
-        shares = "{self_awareness: 0.35, general: 0.45, bias_refusal: 0.15, hhh: 0.05}"
     run_dir = tmp_path / "run"
     assert main(["sft", "--config", str(REPO / "configs" / "sft" / "tiny-full.yaml"), f"model.path={tmp_path / 'base'}",
                  f"run_dir={run_dir}", "data.recipe=null", f"data.sources=[{', '.join(sources)}]", f"data.shares={shares}",
@@ -58,18 +42,7 @@ def test_a_tiny_chat_model_knows_who_it_is_on_heldout_phrasings(tmp_path, capsys
     model, tk = load_for_inference(str(run_dir / "final"), device="cpu", dtype="float32")
     held = [json.loads(l) for l in open(tmp_path / "id.heldout.jsonl", encoding="utf-8")]
     random.Random(0).shuffle(held)
-    rates = {}
-    for lang in ("en", "zh"):
-        qs = [h for h in held if h["lang"] == lang][:60]
-        got = answers(model, tk, [h["prompt"] for h in qs])
-        rates[lang] = sum(any(w in a for w in h["expect"]) for h, a in zip(qs, got)) / len(qs)
-    report = {"identity_rate": rates}
-    gen_dir = run_dir / "generated"
-    if (gen_dir / "refusals.heldout.jsonl").is_file():  # measured and reported (README), not a goal here
-        harmful = [json.loads(l)["prompt"] for l in open(gen_dir / "refusals.heldout.jsonl", encoding="utf-8")][:60]
-        benign = [json.loads(l)["prompt"] for l in open(gen_dir / "refusals.benign.heldout.jsonl", encoding="utf-8")]
-        report["refusal_rate"] = sum(map(is_refusal, answers(model, tk, harmful))) / len(harmful)
-        report["over_refusal_rate"] = sum(map(is_refusal, answers(model, tk, benign))) / len(benign)
+    rates = {lang: identity_rate(model, tk, [h for h in held if h["lang"] == lang][:60]) for lang in ("en", "zh")}
     with capsys.disabled():
-        print("\nSFT acceptance (tiny model, greedy):", json.dumps(report))
-    assert rates["en"] >= 0.95 and rates["zh"] >= 0.95, report
+        print("\nSFT acceptance (tiny model, greedy): identity rate on held-out phrasings", json.dumps(rates))
+    assert rates["en"] >= 0.95 and rates["zh"] >= 0.95, rates

@@ -1,0 +1,29 @@
+"""What a chat model does on held-out prompts, greedy: the identity rate (the answer names the configured
+name or developer), the refusal rate on red-team prompts and the over-refusal rate on benign look-alikes
+(the held-out splits that `alaya sft identity` / `alaya sft refusals` write). Uses the project's one
+generation loop."""
+from __future__ import annotations
+
+from alaya.sft.refusals import is_refusal
+
+
+def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 48) -> list[str]:
+    from alaya.infer.chat import build_prompt
+    from alaya.infer.generate import GenerationConfig, generate
+
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    out = []
+    for p in prompts:
+        ids = build_prompt(tok, p, [], model.config.max_seq_len, max_new_tokens).ids
+        out.append(tok.decode(generate(model, [ids], gen)[0], skip_special_tokens=True))
+    return out
+
+
+def identity_rate(model, tok, heldout: list[dict], max_new_tokens: int = 48) -> float:
+    """Share of ``{prompt, expect}`` rows whose answer contains one of the expected words."""
+    answers = greedy_answers(model, tok, [h["prompt"] for h in heldout], max_new_tokens)
+    return sum(any(w in a for w in h["expect"]) for h, a in zip(heldout, answers)) / max(len(heldout), 1)
+
+
+def refusal_rate(model, tok, prompts: list[str], max_new_tokens: int = 48) -> float:
+    return sum(map(is_refusal, greedy_answers(model, tok, prompts, max_new_tokens))) / max(len(prompts), 1)
