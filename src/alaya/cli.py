@@ -538,9 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, NotImplementedError, FloatingPointError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"alaya: error: {msg}", file=sys.stderr)
+    # the project's errors are ValueError subclasses (ConfigError, CheckpointError, ...) or missing files; a
+    # KeyError or TypeError is a bug and keeps its traceback
+    except (FileNotFoundError, ValueError, NotImplementedError, FloatingPointError) as e:
+        print(f"alaya: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -96,11 +96,18 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+class PresetError(KeyError, ValueError):
+    """An unknown preset or field; a ValueError for the command line, a KeyError for lookups."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def preset(name: str, **overrides: Any) -> ModelConfig:
     """A preset by name, with MptConfig-named field overrides (``d_model=512``)."""
     if name not in PRESETS:
-        raise KeyError(f"unknown model preset '{name}'; known presets: {', '.join(sorted(PRESETS))}")
+        raise PresetError(f"unknown model preset '{name}'; known presets: {', '.join(sorted(PRESETS))}")
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
     if unknown:
-        raise KeyError(f"unknown model config field(s) {sorted(unknown)} for preset '{name}'")
+        raise PresetError(f"unknown model config field(s) {sorted(unknown)} for preset '{name}'")
     return PRESETS[name].replace(**overrides)

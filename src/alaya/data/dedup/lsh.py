@@ -9,7 +9,7 @@ verified pairs (union-find).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -57,20 +57,6 @@ def unique_pairs(pairs: np.ndarray) -> np.ndarray:
     p = np.sort(pairs, axis=1)
     p = p[p[:, 0] != p[:, 1]]
     return np.unique(p, axis=0)
-
-
-def verify_pairs(pairs: np.ndarray, text_of: Callable[[int], str], edit_threshold: float,
-                 workers: int = 1) -> np.ndarray:
-    """The pairs whose normalised Levenshtein similarity is at least ``edit_threshold``."""
-    if len(pairs) == 0:
-        return pairs
-    from rapidfuzz.distance import Levenshtein
-    from rapidfuzz.process import cpdist
-
-    a = [text_of(int(i)) for i in pairs[:, 0]]
-    b = [text_of(int(j)) for j in pairs[:, 1]]
-    sims = cpdist(a, b, scorer=Levenshtein.normalized_similarity, score_cutoff=edit_threshold, workers=workers)
-    return pairs[np.asarray(sims) >= edit_threshold]
 
 
 def clusters(n: int, edges: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ from alaya.data.stages.base import DocumentStage
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200c\u200d\u2060\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u3000]+")
-_BLANK_LINES = re.compile(r"\n{3,}")
 
 
 class Normalize(DocumentStage):
