@@ -4,7 +4,7 @@ import json
 import pytest
 
 from alaya.cli import main
-from alaya.sft.identity import HELDOUT, QUESTIONS, Identity, identity_dialogues
+from alaya.sft.identity import HELDOUT, QUESTIONS
 from alaya.sft.refusals import BENIGN, REFUSALS, refusal_text
 from conftest import SHARED_DATA
 

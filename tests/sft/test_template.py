@@ -2,7 +2,7 @@
 import pytest
 
 from alaya.prompt import INSTRUCTION_FORMAT, OUTPUT_FORMAT, format_prompt
-from alaya.sft.formats import Example, example_from_record, read_examples
+from alaya.sft.formats import example_from_record, read_examples
 from alaya.sft.template import IGNORE, TooLong, encode_example
 from alaya.data.documents import Quarantine
 from conftest import SHARED_DATA
