@@ -131,7 +131,8 @@ TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
 
 @pytest.mark.slow
 @pytest.mark.skipif(TORCHRUN is None or not torch.distributed.is_available(), reason="torchrun not available")
-def test_two_ranks_train_like_one_with_the_same_global_batch(tmp_path, base_dir, sft_files):
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_ranks_train_like_one_with_the_same_global_batch(mode, tmp_path, base_dir, sft_files):
     # LoRA dropout off: each rank draws its own dropout masks, so only the dropout-free step can be equal
     one = run(LORA, overrides(tmp_path / "one", base_dir, sft_files, 4, **{"train.micro_batch_size": 4,
                                                                              "lora.dropout": 0.0}))
@@ -139,7 +140,7 @@ def test_two_ranks_train_like_one_with_the_same_global_batch(tmp_path, base_dir,
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "alaya.cli", "sft", "--config", LORA,
                           *overrides(tmp_path / "two", base_dir, sft_files, 4, **{"train.micro_batch_size": 2,
-                                                                                  "train.parallel": "ddp",
+                                                                                  "train.parallel": mode,
                                                                                   "lora.dropout": 0.0})],
                          capture_output=True, text=True, timeout=600, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
