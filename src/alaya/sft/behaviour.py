@@ -8,14 +8,18 @@ from alaya.sft.refusals import is_refusal
 
 
 def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 48) -> list[str]:
-    from alaya.infer.chat import build_prompt
+    """The reply to each prompt as a chat user sees it (no output flag, cut before a new turn)."""
+    from alaya.infer.chat import TURN_STOP, build_prompt, clean_reply
     from alaya.infer.generate import GenerationConfig, generate
+    from alaya.prompt import OUTPUT_FLAG
 
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     out = []
     for p in prompts:
         ids = build_prompt(tok, p, [], model.config.max_seq_len, max_new_tokens).ids
-        out.append(tok.decode(generate(model, [ids], gen)[0], skip_special_tokens=True))
+        text = tok.decode(generate(model, [ids], gen)[0], skip_special_tokens=True)
+        text = text[len(OUTPUT_FLAG):] if text.startswith(OUTPUT_FLAG) else text
+        out.append(clean_reply(text.split(TURN_STOP)[0]))
     return out
 
 

@@ -22,7 +22,7 @@ from alaya.sft.formats import CATEGORIES
 from alaya.sft.template import LENGTH_POLICIES
 from alaya.tokenizer import AlayaTokenizer
 from alaya.train import distributed
-from alaya.train.config import ConfigError, load_config, need
+from alaya.train.config import PRETRAIN_DEFAULTS, ConfigError, load_config, need
 from alaya.train.loop import TrainParts, run_training, save_full_model, start_run_dir
 from alaya.train.optim import DecoupledAdamW
 
@@ -49,21 +49,10 @@ SFT_DEFAULTS: dict = {
                   "grad_clip": 0.3},
     "schedule": {"warmup_steps": 10, "max_steps": 200},
     "checkpoint": {"every": 50, "keep": 2},
-    "train": {
-        "seq_len": 2048,
-        "micro_batch_size": 4,
-        "grad_accum": 1,
-        "precision": "bf16",
-        "parallel": "auto",
-        "activation_checkpointing": False,
-        "compile": False,
-        "device": None,
-        "peak_tflops": None,
-        "stop_after": None,
-        "packing": False,  # several examples per row, attention kept inside each
-    },
+    # the training keys are pretraining's (one meaning each), plus packing
+    "train": {**PRETRAIN_DEFAULTS["train"], "packing": False},  # packing: several examples per row
     "eval": {"every": 50, "samples": DEFAULT_SAMPLES, "max_new_tokens": 48},
-    "log": {"every": 1, "progress": True},
+    "log": dict(PRETRAIN_DEFAULTS["log"]),
 }
 RESUME_FREE = {("train", "stop_after"), ("log", "progress"), ("log", "every"), ("train", "compile"),
                ("checkpoint", "keep"), ("train", "peak_tflops"), ("eval", "samples"), ("eval", "max_new_tokens")}
@@ -96,12 +85,8 @@ def check_sft_config(cfg: dict) -> None:
 
 
 def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, d: distributed.Dist, fsdp: bool):
-    """Greedy answers to a few prompts at every eval (the project's one generation loop)."""
-    from alaya.infer.chat import build_prompt, clean_reply
-    from alaya.infer.generate import GenerationConfig, generate
-    from alaya.prompt import OUTPUT_FLAG
-
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    """Greedy answers to a few prompts at every eval (alaya.sft.behaviour, the project's one generation loop)."""
+    from alaya.sft.behaviour import greedy_answers
 
     def samples(model: torch.nn.Module, step: int) -> dict:
         if not prompts or not (d.main or fsdp):  # under FSDP every rank takes part in the forward passes
@@ -109,16 +94,10 @@ def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, d: di
         net = distributed.unwrap(model)
         was = net.training
         net.eval()
-        out = {}
         with torch.no_grad():
-            for p in prompts:
-                ids = build_prompt(tok, p, [], net.config.max_seq_len, max_new_tokens).ids
-                text = tok.decode(generate(net if not fsdp else model, [ids], gen)[0])
-                if text.startswith(OUTPUT_FLAG):
-                    text = text[len(OUTPUT_FLAG):]
-                out[p] = clean_reply(text.split("### Instruction:")[0])
+            answers = greedy_answers(model if fsdp else net, tok, prompts, max_new_tokens)
         net.train(was)
-        return {"samples": out}
+        return {"samples": dict(zip(prompts, answers))}
 
     return samples
 
