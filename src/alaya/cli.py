@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     from alaya.sft.commands import add_parsers as add_sft_parsers
 
     add_sft_parsers(sub, _formatter)
+    from alaya.eval.commands import add_parsers as add_eval_parsers
+
+    add_eval_parsers(sub, _formatter)
 
     dt = sub.add_parser("data", help="corpus curation (curate, dedup, stages, classifiers, mix) and tokenizing")
     dsub = dt.add_subparsers(dest="data_command", required=True, metavar="ACTION")

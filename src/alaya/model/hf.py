@@ -180,7 +180,11 @@ def config_to_json(config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
 
 
 def generation_config_json(config: ModelConfig) -> dict[str, Any]:
-    """The published scripts' generation defaults (DESIGN.md section 4)."""
+    """The published scripts' generation defaults (DESIGN.md section 4), except their max_new_tokens=1000:
+    written here it would override every caller's own ``max_length`` (transformers gives the file's
+    max_new_tokens precedence), so harnesses such as lm-eval would generate past their budget and past a
+    small model's context. The folder says ``max_length`` = the context instead; `alaya infer/chat` keep
+    the published 1000-token default on their command lines."""
     return {
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
@@ -188,7 +192,7 @@ def generation_config_json(config: ModelConfig) -> dict[str, Any]:
         "bad_words_ids": [[RESERVED_ID]],
         "do_sample": True,
         "top_p": 0.9,
-        "max_new_tokens": 1000,
+        "max_length": config.max_seq_len,
     }
 
 

@@ -1,0 +1,318 @@
+"""``alaya eval``: the tasks, the run over one model, and what it writes.
+
+A task name is one of :data:`TASKS`; ``NAME:SUB1,SUB2`` keeps some subjects, ``NAME=PATH`` reads another
+file (perplexity: any reader input; identity / refusal / over_refusal: a held-out JSONL file or the SFT
+run folder whose ``generated/`` holds it).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from alaya.eval import generation as gen_tasks
+from alaya.eval import multiple_choice as mc
+from alaya.eval.perplexity import aggregate as ppl_aggregate
+from alaya.eval.perplexity import read_heldout, score_documents
+from alaya.eval.results import (finish_results, group_entry, mean_with_stderr, write_outputs)
+from alaya.eval.scorer import Scorer
+from alaya.eval.sources import EvalDataError, default_data_dir, json_lines
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    kind: str  # mc | gen | perplexity | behaviour
+    shots: int  # the default number of shots
+    about: str
+    chance_note: str = ""
+
+
+TASKS: dict[str, TaskInfo] = {
+    "ceval": TaskInfo("mc", 5, "C-Eval val (52 subjects), dev shots, letters"),
+    "cmmlu": TaskInfo("mc", 5, "CMMLU test (67 subjects), dev shots, letters; official number: macro"),
+    "mmlu": TaskInfo("mc", 5, "MMLU test (57 subjects), dev shots, letters"),
+    "arc_challenge": TaskInfo("mc", 0, "ARC-Challenge, full-text choices"),
+    "arc_easy": TaskInfo("mc", 0, "ARC-Easy, full-text choices"),
+    "logiqa2": TaskInfo("mc", 0, "LogiQA 2.0 test (en), full-text choices"),
+    "logiqa2_zh": TaskInfo("mc", 0, "LogiQA 2.0 test (zh), full-text choices, dev shots"),
+    "safetybench": TaskInfo("mc", 0, "SafetyBench zh subset (7 categories), letters"),
+    "gsm8k": TaskInfo("gen", 5, "GSM8K test, train shots with worked answers; strict and flexible match"),
+    "mgsm_en": TaskInfo("gen", 0, "MGSM English, last number"),
+    "mgsm_zh": TaskInfo("gen", 0, "MGSM Chinese, last number"),
+    "cmath": TaskInfo("gen", 0, "CMATH dev (grades 1-6), last number within 1e-4"),
+    "perplexity": TaskInfo("perplexity", 0, "held-out text: token perplexity, bits per byte, by language"),
+    "identity": TaskInfo("behaviour", 0, "held-out identity questions: the answer names the model or developer"),
+    "refusal": TaskInfo("behaviour", 0, "held-out red-team prompts: the answer refuses"),
+    "over_refusal": TaskInfo("behaviour", 0, "held-out benign look-alikes: the answer refuses (lower is better)"),
+}
+MAIN_METRIC = {"mc": "acc", "gen": "exact_match", "perplexity": "bits_per_byte", "behaviour": "rate"}
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    subjects: list[str] | None = None
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "TaskSpec":
+        name, path = (text.split("=", 1) + [None])[:2] if "=" in text else (text, None)
+        subjects = None
+        if ":" in name:
+            name, subs = name.split(":", 1)
+            subjects = [s for s in subs.split(",") if s]
+        if name not in TASKS:
+            raise EvalDataError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+        return cls(name, subjects, path)
+
+
+@dataclass
+class EvalSettings:
+    shots: int | None = None
+    limit: int | None = None
+    batch_size: int = 16
+    max_new_tokens: int = 256
+    data_dir: Path | None = None
+    progress: bool = True
+
+
+def _mc_set(name: str, root: Path, k: int) -> mc.MCSet:
+    if name == "ceval":
+        return mc.load_ceval(root)
+    if name == "cmmlu":
+        return mc.load_cmmlu(root)
+    if name == "mmlu":
+        return mc.load_mmlu(root)
+    if name.startswith("arc_"):
+        return mc.load_arc(root, name[4:], k)
+    if name.startswith("logiqa2"):
+        return mc.load_logiqa2(root, name.endswith("_zh"), k)
+    return mc.load_safetybench(root, k)
+
+
+def _pick_subjects(available: list[str], wanted: list[str] | None, task: str) -> list[str]:
+    if not wanted:
+        return available
+    unknown = [s for s in wanted if s not in available]
+    if unknown:
+        raise EvalDataError(f"{task}: unknown subjects {unknown}; known: {', '.join(available)}")
+    return wanted
+
+
+class Evaluator:
+    """Runs tasks over one model; returns results in lm-evaluation-harness's layout plus the samples."""
+
+    def __init__(self, model, tok, settings: EvalSettings):
+        self.model, self.tok, self.s = model, tok, settings
+        self.root = Path(settings.data_dir or default_data_dir())
+        self.scorer = Scorer(model, tok, batch_size=settings.batch_size, progress=settings.progress)
+
+    def run(self, specs: list[TaskSpec]) -> tuple[dict, list[dict]]:
+        results, groups, subtasks, configs, samples = {}, {}, {}, {}, []
+        for spec in specs:
+            info = TASKS[spec.name]
+            k = info.shots if self.s.shots is None else self.s.shots
+            t0 = time.perf_counter()
+            method = getattr(self, f"_run_{info.kind}")
+            per_subject, group, task_samples = method(spec, k)
+            for sm in task_samples:
+                sm["task"] = spec.name
+            samples += task_samples
+            subtasks[spec.name] = list(per_subject)
+            results.update(per_subject)
+            results[spec.name] = groups[spec.name] = group
+            configs[spec.name] = {"task": spec.name, "output_type": info.kind, "num_fewshot": k,
+                                  "description": info.about, "metric": MAIN_METRIC[info.kind],
+                                  "subjects": spec.subjects, "path": spec.path, "limit": self.s.limit,
+                                  "seconds": round(time.perf_counter() - t0, 2)}
+            print(f"{spec.name}: {group.get(MAIN_METRIC[info.kind] + ',none', float('nan')):.4f} "
+                  f"({MAIN_METRIC[info.kind]}, {len(task_samples)} items, {configs[spec.name]['seconds']} s)",
+                  file=sys.stderr)
+        return finish_results(results, groups, subtasks, configs), samples
+
+    # ------------------------------------------------------------------------------ multiple choice
+    def _run_mc(self, spec: TaskSpec, k: int):
+        s = _mc_set(spec.name, self.root, k)
+        mc.build_contexts(s, k)
+        per_subject, all_samples = {}, []
+        for subject in _pick_subjects(list(s.items), spec.subjects, spec.name):
+            items = s.items[subject][: self.s.limit] if self.s.limit else s.items[subject]
+            if not items:
+                continue
+            smp = mc.score_items(self.scorer, items, f"{spec.name} {subject}")
+            entry = {"alias": f" - {subject}"}
+            for m in ("acc", "acc_norm", "acc_bytes"):
+                entry.update(mean_with_stderr(m, [x[m] for x in smp]))
+            entry["chance,none"] = mc.chance(items)
+            entry["n,none"] = len(smp)
+            per_subject[f"{spec.name}_{subject}"] = entry
+            all_samples += smp
+        if not all_samples:
+            raise EvalDataError(f"{spec.name}: no items to score")
+        group = group_entry(spec.name, per_subject, all_samples, ("acc", "acc_norm", "acc_bytes"))
+        group["chance,none"] = sum(1 / len(x["choices"]) for x in all_samples) / len(all_samples)
+        return per_subject, group, all_samples
+
+    # ------------------------------------------------------------------------------ generation
+    def _run_gen(self, spec: TaskSpec, k: int):
+        from alaya.infer.batch import generate_texts
+        from alaya.infer.generate import GenerationConfig
+
+        root = self.root
+        if spec.name == "gsm8k":
+            items, shots = gen_tasks.load_gsm8k(root, k)
+            stop, zh = ["Question:", "</s>", "<|im_end|>"], False
+        elif spec.name.startswith("mgsm"):
+            items, shots = gen_tasks.load_mgsm(root, spec.name[-2:], k)
+            stop, zh = gen_tasks.STOP, spec.name.endswith("zh")
+        else:
+            items, shots = gen_tasks.load_cmath(root, k)
+            stop, zh = gen_tasks.STOP, True
+        if spec.subjects:
+            items = [it for it in items if it.subject in spec.subjects]
+        if self.s.limit:
+            items = items[: self.s.limit]
+        gen_tasks.build_contexts(items, shots, zh)
+        ctx = self.model.config.max_seq_len
+        max_new = min(self.s.max_new_tokens, ctx // 2)
+        cfg = GenerationConfig(max_new_tokens=max_new, temperature=0.0, stop=stop,
+                               eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id)
+        encoded = [self.tok.encode(it.context)[-(ctx - max_new):] for it in items]
+        order = sorted(range(len(items)), key=lambda i: -len(encoded[i]))
+        texts: list[str] = [""] * len(items)
+        bs = self.s.batch_size
+        for start in tqdm(range(0, len(order), bs), desc=spec.name, unit="batch", disable=not self.s.progress,
+                          leave=False):
+            rows = order[start: start + bs]
+            for i, t in zip(rows, generate_texts(self.model, self.tok, [encoded[i] for i in rows], cfg)):
+                texts[i] = t
+        samples = []
+        for it, text in zip(items, texts):
+            if spec.name == "gsm8k":
+                got, verdicts = gen_tasks.gsm8k_verdicts(text, it.target)
+            else:
+                got, verdicts = gen_tasks.number_verdict(gen_tasks.cut_generation(text), it.target, "last-number")
+            samples.append({"subject": it.subject, "doc_id": it.doc_id, "prompt": it.context, "generation": text,
+                            "extracted": got, "target": it.target, **verdicts})
+        if not samples:
+            raise EvalDataError(f"{spec.name}: no items to score")
+        metrics = [k_ for k_ in samples[0] if k_.startswith("exact_match,")]
+        group = {"alias": spec.name, "n,none": len(samples)}
+        for m in metrics:
+            name, filt = m.split(",")
+            group.update(mean_with_stderr(name, [x[m] for x in samples], filt))
+        # one main number: the flexible rule for GSM8K (lm-eval reports both), the benchmark's rule elsewhere
+        main = "exact_match,flexible-extract" if spec.name == "gsm8k" else "exact_match,last-number"
+        group["exact_match,none"] = group[main]
+        group["exact_match_stderr,none"] = group[main.replace("exact_match", "exact_match_stderr")]
+        for x in samples:
+            x["exact_match"] = x[main]
+        return {}, group, samples
+
+    # ------------------------------------------------------------------------------ perplexity
+    def _run_perplexity(self, spec: TaskSpec, k: int):
+        paths = spec.path.split(",") if spec.path else [str(self.root / "corpus")]
+        by_lang = read_heldout(paths, self.s.limit)
+        per_lang, samples = {}, []
+        for lang, docs in by_lang.items():
+            if spec.subjects and lang not in spec.subjects:
+                continue
+            smp = score_documents(self.scorer, docs, f"perplexity {lang}")
+            for x in smp:
+                x["subject"] = lang
+            per_lang[f"perplexity_{lang}"] = {"alias": f" - {lang}", "n,none": len(smp),
+                                              **{f"{m},none": v for m, v in ppl_aggregate(smp).items()}}
+            samples += smp
+        if not samples:
+            raise EvalDataError(f"perplexity: no documents in the languages {spec.subjects}")
+        group = {"alias": "perplexity", "n,none": len(samples),
+                 **{f"{m},none": v for m, v in ppl_aggregate(samples).items()}}
+        return per_lang, group, samples
+
+    # ------------------------------------------------------------------------------ chat behaviour
+    def _run_behaviour(self, spec: TaskSpec, k: int):
+        from alaya.sft.behaviour import greedy_answers
+        from alaya.sft.refusals import is_refusal
+
+        path = heldout_file(spec.name, spec.path, self.adapter_path)
+        rows = [obj for _, obj in json_lines(path, f"{spec.name} held-out prompts")]
+        for n, r in enumerate(rows, start=1):
+            if not isinstance(r.get("prompt"), str) or (spec.name == "identity" and not r.get("expect")):
+                raise EvalDataError(f"{path}:{n}: needs a 'prompt' string" +
+                                    (" and 'expect' (the words a correct answer names)" if spec.name == "identity" else ""))
+        if spec.subjects:
+            rows = [r for r in rows if r.get("lang") in spec.subjects]
+        if self.s.limit:
+            rows = rows[: self.s.limit]
+        max_new = min(64, self.model.config.max_seq_len // 2)
+        answers = []
+        for r in tqdm(rows, desc=spec.name, unit="prompt", disable=not self.s.progress, leave=False):
+            answers += greedy_answers(self.model, self.tok, [r["prompt"]], max_new)
+        samples = []
+        for r, a in zip(rows, answers):
+            hit = any(w in a for w in r["expect"]) if spec.name == "identity" else is_refusal(a)
+            samples.append({"subject": r.get("lang", "all"), "doc_id": r["prompt"], "prompt": r["prompt"],
+                            "generation": a, "target": r.get("expect"), "rate": float(hit)})
+        if not samples:
+            raise EvalDataError(f"{path}: no prompts to ask")
+        per_lang = {}
+        for lang in sorted({x["subject"] for x in samples}):
+            vals = [x["rate"] for x in samples if x["subject"] == lang]
+            per_lang[f"{spec.name}_{lang}"] = {"alias": f" - {lang}", "n,none": len(vals),
+                                               **mean_with_stderr("rate", vals)}
+        group = {"alias": spec.name, "n,none": len(samples), **mean_with_stderr("rate", [x["rate"] for x in samples])}
+        return per_lang, group, samples
+
+    adapter_path: str | None = None
+
+
+HELDOUT_FILES = {"identity": "identity.heldout.jsonl", "refusal": "refusals.heldout.jsonl",
+                 "over_refusal": "refusals.benign.heldout.jsonl"}
+
+
+def heldout_file(task: str, given: str | None, adapter: str | None) -> Path:
+    """The held-out prompts of a behaviour task: the given file, or ``generated/`` of the given SFT run
+    folder, or of the run whose ``final/`` is the adapter."""
+    name = HELDOUT_FILES[task]
+    candidates = []
+    if given:
+        p = Path(given)
+        if p.is_file():
+            return p
+        candidates += [p / "generated" / name, p / name]
+    elif adapter:
+        candidates.append(Path(adapter).parent / "generated" / name)
+    for c in candidates:
+        if c.is_file():
+            return c
+    where = ", ".join(map(str, candidates)) or "nowhere: no path given"
+    raise EvalDataError(f"{task}: held-out prompts not found (looked at {where}); pass {task}=FILE or "
+                        f"{task}=SFT_RUN_DIR (the files `alaya sft identity/refusals` write)")
+
+
+def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, settings: EvalSettings | None = None,
+             output: str | None = None, device: str | None = None, dtype: str = "auto") -> dict:
+    from alaya.infer.loading import load_for_inference
+
+    settings = settings or EvalSettings()
+    specs = [TaskSpec.parse(t) for t in tasks]
+    for spec in specs:  # inputs first, before the model loads
+        if TASKS[spec.name].kind == "behaviour":
+            heldout_file(spec.name, spec.path, adapter)
+    t0 = time.time()
+    model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype)
+    ev = Evaluator(model, tok, settings)
+    ev.adapter_path = adapter
+    results, samples = ev.run(specs)
+    results["config"] = {"model": "alaya", "model_args": f"pretrained={model_path}" + (f",adapter={adapter}" if adapter else ""),
+                         "batch_size": settings.batch_size, "limit": settings.limit, "device": str(model.device),
+                         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                         "data_dir": str(ev.root)}
+    results["date"] = t0
+    results["total_evaluation_time_seconds"] = str(round(time.time() - t0, 2))
+    if output:
+        write_outputs(Path(output), results, samples)
+    return {"results": results, "samples": samples}
