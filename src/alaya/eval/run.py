@@ -105,19 +105,32 @@ def _pick_subjects(available: list[str], wanted: list[str] | None, task: str) ->
 class Evaluator:
     """Runs tasks over one model; returns results in lm-evaluation-harness's layout plus the samples."""
 
-    def __init__(self, model, tok, settings: EvalSettings):
-        self.model, self.tok, self.s = model, tok, settings
+    def __init__(self, settings: EvalSettings, adapter_path: str | None = None):
+        self.s = settings
         self.root = Path(settings.data_dir or default_data_dir())
-        self.scorer = Scorer(model, tok, batch_size=settings.batch_size, progress=settings.progress)
+        self.adapter_path = adapter_path
+        self.model = self.tok = self.scorer = None
+        self.loaded: dict[int, object] = {}
 
-    def run(self, specs: list[TaskSpec]) -> tuple[dict, list[dict]]:
+    def load_data(self, specs: list[TaskSpec]) -> None:
+        """Read every task's items (before any model loads: a bad file fails in seconds)."""
+        for n, spec in enumerate(specs):
+            info = TASKS[spec.name]
+            k = info.shots if self.s.shots is None else self.s.shots
+            self.loaded[n] = getattr(self, f"_load_{info.kind}")(spec, k)
+
+    def run(self, model, tok, specs: list[TaskSpec]) -> tuple[dict, list[dict]]:
+        self.model, self.tok = model, tok
+        self.scorer = Scorer(model, tok, batch_size=self.s.batch_size, progress=self.s.progress)
+        if len(self.loaded) != len(specs):
+            self.load_data(specs)
         results, groups, subtasks, configs, samples = {}, {}, {}, {}, []
-        for spec in specs:
+        for n, spec in enumerate(specs):
             info = TASKS[spec.name]
             k = info.shots if self.s.shots is None else self.s.shots
             t0 = time.perf_counter()
             method = getattr(self, f"_run_{info.kind}")
-            per_subject, group, task_samples = method(spec, k)
+            per_subject, group, task_samples = method(spec, self.loaded[n])
             for sm in task_samples:
                 sm["task"] = spec.name
             samples += task_samples
@@ -134,14 +147,21 @@ class Evaluator:
         return finish_results(results, groups, subtasks, configs), samples
 
     # ------------------------------------------------------------------------------ multiple choice
-    def _run_mc(self, spec: TaskSpec, k: int):
+    def _load_mc(self, spec: TaskSpec, k: int) -> dict[str, list]:
         s = _mc_set(spec.name, self.root, k)
         mc.build_contexts(s, k)
-        per_subject, all_samples = {}, []
+        out = {}
         for subject in _pick_subjects(list(s.items), spec.subjects, spec.name):
             items = s.items[subject][: self.s.limit] if self.s.limit else s.items[subject]
-            if not items:
-                continue
+            if items:
+                out[subject] = items
+        if not out:
+            raise EvalDataError(f"{spec.name}: no items to score")
+        return out
+
+    def _run_mc(self, spec: TaskSpec, by_subject: dict[str, list]):
+        per_subject, all_samples = {}, []
+        for subject, items in by_subject.items():
             smp = mc.score_items(self.scorer, items, f"{spec.name} {subject}")
             entry = {"alias": f" - {subject}"}
             for m in ("acc", "acc_norm", "acc_bytes"):
@@ -150,17 +170,12 @@ class Evaluator:
             entry["n,none"] = len(smp)
             per_subject[f"{spec.name}_{subject}"] = entry
             all_samples += smp
-        if not all_samples:
-            raise EvalDataError(f"{spec.name}: no items to score")
         group = group_entry(spec.name, per_subject, all_samples, ("acc", "acc_norm", "acc_bytes"))
         group["chance,none"] = sum(1 / len(x["choices"]) for x in all_samples) / len(all_samples)
         return per_subject, group, all_samples
 
     # ------------------------------------------------------------------------------ generation
-    def _run_gen(self, spec: TaskSpec, k: int):
-        from alaya.infer.batch import generate_texts
-        from alaya.infer.generate import GenerationConfig
-
+    def _load_gen(self, spec: TaskSpec, k: int):
         root = self.root
         if spec.name == "gsm8k":
             items, shots = gen_tasks.load_gsm8k(root, k)
@@ -175,7 +190,16 @@ class Evaluator:
             items = [it for it in items if it.subject in spec.subjects]
         if self.s.limit:
             items = items[: self.s.limit]
+        if not items:
+            raise EvalDataError(f"{spec.name}: no items to score")
         gen_tasks.build_contexts(items, shots, zh)
+        return items, stop
+
+    def _run_gen(self, spec: TaskSpec, loaded):
+        from alaya.infer.batch import generate_texts
+        from alaya.infer.generate import GenerationConfig
+
+        items, stop = loaded
         ctx = self.model.config.max_seq_len
         max_new = min(self.s.max_new_tokens, ctx // 2)
         cfg = GenerationConfig(max_new_tokens=max_new, temperature=0.0, stop=stop,
@@ -197,8 +221,6 @@ class Evaluator:
                 got, verdicts = gen_tasks.number_verdict(gen_tasks.cut_generation(text), it.target, "last-number")
             samples.append({"subject": it.subject, "doc_id": it.doc_id, "prompt": it.context, "generation": text,
                             "extracted": got, "target": it.target, **verdicts})
-        if not samples:
-            raise EvalDataError(f"{spec.name}: no items to score")
         metrics = [k_ for k_ in samples[0] if k_.startswith("exact_match,")]
         group = {"alias": spec.name, "n,none": len(samples)}
         for m in metrics:
@@ -213,30 +235,29 @@ class Evaluator:
         return {}, group, samples
 
     # ------------------------------------------------------------------------------ perplexity
-    def _run_perplexity(self, spec: TaskSpec, k: int):
+    def _load_perplexity(self, spec: TaskSpec, k: int):
         paths = spec.path.split(",") if spec.path else [str(self.root / "corpus")]
-        by_lang = read_heldout(paths, self.s.limit)
+        by_lang = {lang: docs for lang, docs in read_heldout(paths, self.s.limit).items()
+                   if not spec.subjects or lang in spec.subjects}
+        if not by_lang:
+            raise EvalDataError(f"perplexity: no documents in the languages {spec.subjects}")
+        return by_lang
+
+    def _run_perplexity(self, spec: TaskSpec, by_lang):
         per_lang, samples = {}, []
         for lang, docs in by_lang.items():
-            if spec.subjects and lang not in spec.subjects:
-                continue
             smp = score_documents(self.scorer, docs, f"perplexity {lang}")
             for x in smp:
                 x["subject"] = lang
             per_lang[f"perplexity_{lang}"] = {"alias": f" - {lang}", "n,none": len(smp),
                                               **{f"{m},none": v for m, v in ppl_aggregate(smp).items()}}
             samples += smp
-        if not samples:
-            raise EvalDataError(f"perplexity: no documents in the languages {spec.subjects}")
         group = {"alias": "perplexity", "n,none": len(samples),
                  **{f"{m},none": v for m, v in ppl_aggregate(samples).items()}}
         return per_lang, group, samples
 
     # ------------------------------------------------------------------------------ chat behaviour
-    def _run_behaviour(self, spec: TaskSpec, k: int):
-        from alaya.sft.behaviour import greedy_answers
-        from alaya.sft.refusals import is_refusal
-
+    def _load_behaviour(self, spec: TaskSpec, k: int):
         path = heldout_file(spec.name, spec.path, self.adapter_path)
         rows = [obj for _, obj in json_lines(path, f"{spec.name} held-out prompts")]
         for n, r in enumerate(rows, start=1):
@@ -247,17 +268,24 @@ class Evaluator:
             rows = [r for r in rows if r.get("lang") in spec.subjects]
         if self.s.limit:
             rows = rows[: self.s.limit]
+        if not rows:
+            raise EvalDataError(f"{path}: no prompts to ask")
+        return rows
+
+    def _run_behaviour(self, spec: TaskSpec, rows):
+        from alaya.sft.behaviour import greedy_answers
+        from alaya.sft.refusals import is_refusal
+
         max_new = min(64, self.model.config.max_seq_len // 2)
-        answers = []
-        for r in tqdm(rows, desc=spec.name, unit="prompt", disable=not self.s.progress, leave=False):
-            answers += greedy_answers(self.model, self.tok, [r["prompt"]], max_new)
+        answers, bs = [], self.s.batch_size
+        for start in tqdm(range(0, len(rows), bs), desc=spec.name, unit="batch", disable=not self.s.progress,
+                          leave=False):
+            answers += greedy_answers(self.model, self.tok, [r["prompt"] for r in rows[start: start + bs]], max_new, bs)
         samples = []
         for r, a in zip(rows, answers):
             hit = any(w in a for w in r["expect"]) if spec.name == "identity" else is_refusal(a)
             samples.append({"subject": r.get("lang", "all"), "doc_id": r["prompt"], "prompt": r["prompt"],
                             "generation": a, "target": r.get("expect"), "rate": float(hit)})
-        if not samples:
-            raise EvalDataError(f"{path}: no prompts to ask")
         per_lang = {}
         for lang in sorted({x["subject"] for x in samples}):
             vals = [x["rate"] for x in samples if x["subject"] == lang]
@@ -265,8 +293,6 @@ class Evaluator:
                                                **mean_with_stderr("rate", vals)}
         group = {"alias": spec.name, "n,none": len(samples), **mean_with_stderr("rate", [x["rate"] for x in samples])}
         return per_lang, group, samples
-
-    adapter_path: str | None = None
 
 
 HELDOUT_FILES = {"identity": "identity.heldout.jsonl", "refusal": "refusals.heldout.jsonl",
@@ -299,14 +325,11 @@ def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, sett
 
     settings = settings or EvalSettings()
     specs = [TaskSpec.parse(t) for t in tasks]
-    for spec in specs:  # inputs first, before the model loads
-        if TASKS[spec.name].kind == "behaviour":
-            heldout_file(spec.name, spec.path, adapter)
+    ev = Evaluator(settings, adapter)
+    ev.load_data(specs)  # inputs first, before the model loads
     t0 = time.time()
     model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype)
-    ev = Evaluator(model, tok, settings)
-    ev.adapter_path = adapter
-    results, samples = ev.run(specs)
+    results, samples = ev.run(model, tok, specs)
     results["config"] = {"model": "alaya", "model_args": f"pretrained={model_path}" + (f",adapter={adapter}" if adapter else ""),
                          "batch_size": settings.batch_size, "limit": settings.limit, "device": str(model.device),
                          "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),

@@ -7,19 +7,22 @@ from __future__ import annotations
 from alaya.sft.refusals import is_refusal
 
 
-def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 48) -> list[str]:
-    """The reply to each prompt as a chat user sees it (no output flag, cut before a new turn)."""
+def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 1) -> list[str]:
+    """The reply to each prompt as a chat user sees it (no output flag, cut before a new turn); prompts are
+    decoded ``batch_size`` at a time (left-padded batches give each row what it gets alone)."""
     from alaya.infer.chat import TURN_STOP, build_prompt, clean_reply
     from alaya.infer.generate import GenerationConfig, generate
     from alaya.prompt import OUTPUT_FLAG
 
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     out = []
-    for p in prompts:
-        ids = build_prompt(tok, p, [], model.config.max_seq_len, max_new_tokens).ids
-        text = tok.decode(generate(model, [ids], gen)[0], skip_special_tokens=True)
-        text = text[len(OUTPUT_FLAG):] if text.startswith(OUTPUT_FLAG) else text
-        out.append(clean_reply(text.split(TURN_STOP)[0]))
+    for start in range(0, len(prompts), batch_size):
+        ids = [build_prompt(tok, p, [], model.config.max_seq_len, max_new_tokens).ids
+               for p in prompts[start: start + batch_size]]
+        for new in generate(model, ids, gen):
+            text = tok.decode(new, skip_special_tokens=True)
+            text = text[len(OUTPUT_FLAG):] if text.startswith(OUTPUT_FLAG) else text
+            out.append(clean_reply(text.split(TURN_STOP)[0]))
     return out
 
 

@@ -89,7 +89,8 @@ def load_sft_data(sources: list[dict], tok: AlayaTokenizer, seq_len: int, shares
                 continue
             enc.category = ex.category or category
             stats.truncated += enc.dropped_turns > 0
-            if _held_out(f"{stats.name}:{ex.line}", heldout_fraction) and len(heldout) < heldout_max:
+            # keyed on the file's name and line, not its folder: the same data held out wherever it lives
+            if _held_out(f"{Path(ex.source).name}:{ex.line}", heldout_fraction) and len(heldout) < heldout_max:
                 heldout.append(enc)
                 stats.held_out += 1
                 continue
