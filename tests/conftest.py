@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -98,3 +103,27 @@ def base_dir(sft_tok, tmp_path_factory):
     d = tmp_path_factory.mktemp("base") / "model"
     save_model(model, d, tokenizer=sft_tok)
     return d
+
+
+# ------------------------------------------------------------------ a real `alaya serve` on a free port
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir, *extra):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "alaya.cli", "serve", str(model_dir), "--port", str(port),
+                             "--log-level", "warning", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read().decode())
+            time.sleep(0.25)
+    proc.kill()
+    raise AssertionError("server did not start")

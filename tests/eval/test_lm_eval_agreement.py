@@ -3,7 +3,6 @@ model folder, the same local files and the task YAMLs of configs/eval/lm_eval: t
 log-likelihoods and choices, the same accuracy, the same GSM8K generations and verdicts."""
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -87,5 +86,41 @@ def test_full_text_choices_agree_with_lm_eval(model_dir, tmp_path, monkeypatch):
     their = sorted(theirs["samples"]["alaya_arc_easy"], key=lambda s: s["doc_id"])
     for m, t in zip(samples, their):
         assert m["loglikelihoods"] == pytest.approx([r[0][0] for r in t["resps"]], abs=2e-3)
+    for metric in ("acc", "acc_norm"):
+        assert ours["results"]["arc_easy"][f"{metric},none"] == pytest.approx(theirs["results"]["alaya_arc_easy"][f"{metric},none"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "arc" / "arc_easy.jsonl").exists(), reason=f"ARC not present at {SHARED_DATA}")
+def test_lm_eval_local_completions_scores_through_alaya_serve(model_dir, tmp_path, monkeypatch):
+    """lm-eval's `local-completions` backend asks `alaya serve` for prompt log-probabilities (echo +
+    logprobs) and gets the accuracy `alaya eval` computes in-process. ARC's first items fit the tiny
+    model's 128 tokens: lm-eval's API backend keeps one token less of a too-long input than its hf backend."""
+    lm_eval = pytest.importorskip("lm_eval")
+    for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}.items():
+        monkeypatch.setenv(k, v)
+    from lm_eval.tasks import TaskManager
+
+    from conftest import start_server
+
+    names = write_lm_eval_tasks(SHARED_DATA, tmp_path / "lm", ["arc_easy"])
+    proc, url = start_server(model_dir, "--model-name", "alaya-test")
+    try:
+        theirs = lm_eval.simple_evaluate(
+            model="local-completions",
+            model_args=f"model=alaya-test,base_url={url}/v1/completions,tokenizer_backend=huggingface,"
+                       f"tokenizer={model_dir},tokenized_requests=True,max_length=128,num_concurrent=1,max_retries=1",
+            tasks=names, num_fewshot=0, limit=8, task_manager=TaskManager(include_path=str(tmp_path / "lm" / "tasks")),
+            log_samples=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    ours, samples = Evaluator(EvalSettings(shots=0, limit=8, data_dir=SHARED_DATA, progress=False)).run(
+        model, tok, [TaskSpec.parse("arc_easy")])
+    their = sorted(theirs["samples"]["alaya_arc_easy"], key=lambda s: s["doc_id"])
+    for m, t in zip(samples, their):
+        assert m["loglikelihoods"] == pytest.approx([r[0][0] for r in t["resps"]], abs=2e-3)
+    assert len(their) == 8
     for metric in ("acc", "acc_norm"):
         assert ours["results"]["arc_easy"][f"{metric},none"] == pytest.approx(theirs["results"]["alaya_arc_easy"][f"{metric},none"])

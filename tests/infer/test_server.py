@@ -16,32 +16,10 @@ from alaya.infer.generate import GenerationConfig
 from alaya.infer.loading import load_for_inference
 from alaya.infer.scheduler import Engine, Job, QueueFull
 from alaya.prompt import format_prompt
+from conftest import start_server
 
 openai = pytest.importorskip("openai")
 KEY = "test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_dir, *extra):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "alaya.cli", "serve", str(model_dir), "--port", str(port),
-                             "--log-level", "warning", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            return proc, url
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read().decode())
-            time.sleep(0.25)
-    proc.kill()
-    raise AssertionError("server did not start")
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +207,30 @@ def test_schemathesis_finds_no_server_error(server):
                           "--phases", "examples,coverage,fuzzing"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_completions_echo_logprobs_are_the_models_prompt_logprobs(server, model_dir):
+    """echo + logprobs (lm-eval's local-completions request) returns log P(token | prefix) for every
+    prompt token, as one plain forward pass computes them; token-id prompts and batches of them work."""
+    import torch
+    import torch.nn.functional as F
+
+    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    ids = tok.encode("Alaya reads 中文 and English.")
+    status, body = post(server + "/v1/completions", {"prompt": [ids, ids[:4]], "max_tokens": 0, "echo": True,
+                                                     "logprobs": 2, "temperature": 0})
+    assert status == 200, body
+    with torch.no_grad():
+        logp = F.log_softmax(model(torch.tensor([ids]))[0][0].float(), -1)
+    want = [None] + [float(logp[i, ids[i + 1]]) for i in range(len(ids) - 1)]
+    first, second = body["choices"]
+    got = first["logprobs"]["token_logprobs"]
+    assert got[0] is None and got[1:] == pytest.approx(want[1:], abs=1e-4)
+    assert len(second["logprobs"]["token_logprobs"]) == 4 and second["index"] == 1
+    assert all(len(t) == 2 for t in first["logprobs"]["top_logprobs"][1:])
+    assert first["text"] == tok.decode(ids) and body["usage"]["completion_tokens"] == 0
+    status, body = post(server + "/v1/completions", {"prompt": ids, "max_tokens": 1, "echo": True, "logprobs": 1,
+                                                     "temperature": 0})
+    assert status == 200 and len(body["choices"][0]["logprobs"]["token_logprobs"]) == len(ids) + 1
+    status, body = post(server + "/v1/completions", {"prompt": [10 ** 9], "max_tokens": 1})
+    assert status == 400 and "token ids" in body["error"]["message"]

@@ -34,6 +34,7 @@ class Job:
     emit: Callable[[tuple], None] = lambda event: None  # ("text", piece) ... then ("done", reason, n_tokens)
     cancelled: threading.Event = field(default_factory=threading.Event)
     raw_text: str = ""  # everything generated (cut at a stop string), for /qa's org_output
+    new_ids: list[int] = field(default_factory=list)  # the generated token ids (to the stop string's token)
     created: float = field(default_factory=time.monotonic)
 
     def cancel(self) -> None:
@@ -146,6 +147,7 @@ class Engine:
                     if tail:
                         job.emit(("text", tail))
             job.raw_text = streams[row].text
+            job.new_ids = list(decoder.tokens[row])
             self.stats["tokens"] += len(decoder.tokens[row])
             self._finish(job, reason, len(decoder.tokens[row]))
 

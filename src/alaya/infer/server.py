@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alaya.infer.chat import TURN_STOP, build_prompt, clean_reply
 from alaya.infer.generate import GenerationConfig
+from alaya.infer.logprobs import openai_logprobs, sequence_logprobs
 from alaya.infer.scheduler import Engine, Job, QueueFull, asyncio_emitter
 from alaya.prompt import render_messages
 
@@ -51,7 +52,7 @@ class SamplingFields(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (user, logit_bias=None, ...)
 
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=0, description="0: score the prompt only (/v1/completions with echo)")
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -82,8 +83,11 @@ class ChatRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: Union[str, Annotated[list[str], Field(min_length=1, max_length=1)]]
+    # a text, texts, token ids, or lists of token ids (as lm-eval's local-completions sends them)
+    prompt: Union[str, Annotated[list[str], Field(min_length=1)], Annotated[list[int], Field(min_length=1)],
+                  Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1)]]
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=20, description="the top-N log-probabilities at each token")
 
 
 class QARequest(BaseModel):
@@ -137,6 +141,9 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
 
     def max_new_tokens(req: SamplingFields, prompt_len: int) -> int:
         room = context - prompt_len
+        if req.max_tokens == 0:
+            raise APIError(400, "max_tokens 0 (score the prompt, generate nothing) needs /v1/completions with echo",
+                           param="max_tokens")
         asked = req.max_completion_tokens or req.max_tokens
         if room < 1:
             raise APIError(400, f"the prompt has {prompt_len} tokens; this model's context is {context}",
@@ -279,19 +286,20 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
 
     @app.post("/v1/completions", responses=ERROR_RESPONSES)
     async def completions(req: CompletionRequest, request: Request):
-        prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
-        ids = tok.encode(prompt) or [tok.eos_id]  # an empty prompt starts a new document
-        new = max_new_tokens(req, len(ids)) if (req.max_tokens or req.max_completion_tokens) else min(16, context - len(ids))
-        if new < 1:
-            raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is {context}", param="prompt")
-        job = Job(ids, sampling(req, new, stop_list(req.stop)))
+        prompts = [req.prompt] if isinstance(req.prompt, str) or isinstance(req.prompt[0], int) else req.prompt
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "text_completion", "created": created, "model": model_name}
-        prefix = prompt if req.echo else ""
+        if req.stream and (len(prompts) > 1 or req.logprobs is not None):
+            raise APIError(400, "stream supports one prompt without logprobs", param="stream")
         if not req.stream:
-            text, reason, n = await collect(job, request)
-            return {**head, "choices": [{"index": 0, "text": prefix + text, "logprobs": None, "finish_reason": reason}],
-                    "usage": usage(len(ids), n)}
+            choices, prompt_tokens, completion_tokens = [], 0, 0
+            for index, p in enumerate(prompts):
+                choice, n_prompt, n = await complete_one(req, p, request)
+                choices.append({"index": index, **choice})
+                prompt_tokens, completion_tokens = prompt_tokens + n_prompt, completion_tokens + n
+            return {**head, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+        prompt, ids, job = completion_job(req, prompts[0])
+        prefix = prompt if req.echo else ""
         echoed = {"done": not req.echo}
 
         def chunk(piece: str) -> dict:
@@ -306,6 +314,44 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
 
         include_usage = bool((req.stream_options or {}).get("include_usage"))
         return await stream_events(job, request, chunk, final, include_usage, len(ids))
+
+    def prompt_ids(prompt: str | list[int]) -> tuple[str, list[int]]:
+        if isinstance(prompt, str):
+            return prompt, tok.encode(prompt) or [tok.eos_id]  # "" starts a new document
+        if any(not 0 <= t < tok.vocab_size for t in prompt):
+            raise APIError(400, f"prompt token ids must be in [0, {tok.vocab_size})", param="prompt")
+        return tok.decode(prompt), list(prompt)
+
+    def completion_job(req: CompletionRequest, prompt: str | list[int], max_new: int | None = None):
+        text, ids = prompt_ids(prompt)
+        if max_new is None:
+            max_new = max_new_tokens(req, len(ids)) if (req.max_tokens is not None or req.max_completion_tokens) else min(16, context - len(ids))
+        if max_new < 1:
+            raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is {context}", param="prompt")
+        return text, ids, Job(ids, sampling(req, max_new, stop_list(req.stop)))
+
+    async def complete_one(req: CompletionRequest, prompt, request: Request) -> tuple[dict, int, int]:
+        """One prompt's choice (text, logprobs, finish_reason), its prompt and completion token counts.
+        ``max_tokens: 0`` with ``echo`` scores the prompt without generating."""
+        if req.max_tokens == 0 and req.echo:
+            text, ids = prompt_ids(prompt)
+            if len(ids) > context:
+                raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is {context}", param="prompt")
+            completion, reason, n, new_ids = "", "length", 0, []
+        else:
+            text, ids, job = completion_job(req, prompt)
+            completion, reason, n = await collect(job, request)
+            new_ids = job.new_ids
+        logprobs = None
+        if req.logprobs is not None:
+            seq = (ids + new_ids)[:context]
+            async with score_lock:  # one scoring forward at a time, beside the engine's decoding
+                lps, tops = await asyncio.to_thread(sequence_logprobs, engine.model, seq, req.logprobs or 1)
+            logprobs = openai_logprobs(tok, seq, lps, tops, start=0 if req.echo else len(ids))
+        return ({"text": (text if req.echo else "") + completion, "logprobs": logprobs, "finish_reason": reason},
+                len(ids), n)
+
+    score_lock = asyncio.Lock()
 
     return app
 
