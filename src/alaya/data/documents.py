@@ -302,13 +302,14 @@ def _document(path: str, n: int, obj: dict, raw: bytes, q: Quarantine, text_fiel
 
 
 def read_json_records(paths: Iterable[str | Path], quarantine: Quarantine | None = None,
-                      max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, int, dict]]:
+                      max_line_bytes: int = MAX_LINE_BYTES, any_suffix: bool = False) -> Iterator[tuple[str, int, dict]]:
     """(file, line or 1-based array index, object) of every JSON object in JSONL files (plain, .gz, .zst)
     and in files holding one JSON array of objects (``[{...}, ...]``, as Alpaca-style sets ship);
-    bad records go to ``quarantine`` with their place. The reader of records that are not documents."""
+    bad records go to ``quarantine`` with their place. The reader of records that are not documents.
+    ``any_suffix``: read a ``.txt`` file as JSONL too (benchmarks such as LogiQA ship JSONL so named)."""
     quarantine = quarantine if quarantine is not None else Quarantine()
     for path in expand_paths(paths):
-        if path.startswith(BUILTIN_PREFIX) or path.endswith(PARQUET_SUFFIXES + TEXT_SUFFIXES):
+        if path.startswith(BUILTIN_PREFIX) or (path.endswith(PARQUET_SUFFIXES + TEXT_SUFFIXES) and not any_suffix):
             raise ValueError(f"{path}: expected a JSON or JSONL file of records")
         try:
             with _open_binary(path) as f:

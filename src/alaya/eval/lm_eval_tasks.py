@@ -94,12 +94,11 @@ def _letter_benchmark(bench: str, root: Path, data: Path, tasks_dir: Path, templ
 
 
 def _raw_rows(tree: CsvTree, member: str) -> list[dict]:
-    """Rows with the file's own column names (C-Eval: question/answer, CMMLU: Question/Answer)."""
-    import csv
-    import io
-
-    text = tree._read(member, f"{tree.path}:{member}")
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader)
-    keep = {"id", "question", "Question", "A", "B", "C", "D", "answer", "Answer"}  # every split: the same columns
-    return [{h: v for h, v in zip(header, row) if h in keep} for row in reader if row]
+    """Rows with the file's own column names (C-Eval: question/answer, CMMLU: Question/Answer), only the
+    columns the templates read, so every split has the same columns (C-Eval's dev adds explanation)."""
+    records = tree.records(member)
+    if not records:
+        raise EvalDataError(f"{tree.where(member)}: empty file")
+    header = records[0][1]
+    keep = {"id", "question", "Question", "A", "B", "C", "D", "answer", "Answer"}
+    return [{h: v for h, v in zip(header, row) if h in keep} for _, row in records[1:]]

@@ -189,15 +189,13 @@ def load_safetybench(root: Path, k: int) -> MCSet:
     return s
 
 
-def build_contexts(s: MCSet, k: int, delimiter: str | None = None) -> None:
+def build_contexts(s: MCSet, k: int) -> None:
     """Fill each item's whole prompt: the subject's description, ``k`` shots, the question."""
     for subject, items in s.items.items():
         shots = s.shots.get(subject, [])[:k]
         if len(shots) < k:
             raise EvalDataError(f"subject {subject}: {k} shots asked for, its dev split has {len(shots)}")
         for it in items:
-            if delimiter is not None:
-                it.delimiter = delimiter
             prefix = "".join(sh.question + it.delimiter + sh.choices[sh.gold] + "\n\n" for sh in shots)
             it.context = s.descriptions.get(subject, "") + prefix + it.question
 

@@ -35,9 +35,11 @@ def group_entry(name: str, per_subject: dict, samples: list[dict], metrics) -> d
 
 
 def finish_results(results: dict, groups: dict, subtasks: dict, configs: dict) -> dict:
+    owner = {sub: task for task, subs in subtasks.items() for sub in subs}
     higher = {}
     for task, entry in results.items():
-        higher[task] = {k.split(",")[0]: k.split(",")[0] not in LOWER_IS_BETTER
+        up = configs[owner.get(task, task)].get("higher_is_better", True)  # over_refusal: lower is better
+        higher[task] = {k.split(",")[0]: up and k.split(",")[0] not in LOWER_IS_BETTER
                         for k in entry if "," in k and "_stderr" not in k and not k.startswith(("n,", "chance,"))}
     return {
         "results": results,

@@ -27,7 +27,7 @@ class TaskInfo:
     kind: str  # mc | gen | perplexity | behaviour
     shots: int  # the default number of shots
     about: str
-    chance_note: str = ""
+    higher_is_better: bool = True
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -46,7 +46,8 @@ TASKS: dict[str, TaskInfo] = {
     "perplexity": TaskInfo("perplexity", 0, "held-out text: token perplexity, bits per byte, by language"),
     "identity": TaskInfo("behaviour", 0, "held-out identity questions: the answer names the model or developer"),
     "refusal": TaskInfo("behaviour", 0, "held-out red-team prompts: the answer refuses"),
-    "over_refusal": TaskInfo("behaviour", 0, "held-out benign look-alikes: the answer refuses (lower is better)"),
+    "over_refusal": TaskInfo("behaviour", 0, "held-out benign look-alikes: the answer refuses (lower is better)",
+                             higher_is_better=False),
 }
 MAIN_METRIC = {"mc": "acc", "gen": "exact_match", "perplexity": "bits_per_byte", "behaviour": "rate"}
 
@@ -139,6 +140,7 @@ class Evaluator:
             results[spec.name] = groups[spec.name] = group
             configs[spec.name] = {"task": spec.name, "output_type": info.kind, "num_fewshot": k,
                                   "description": info.about, "metric": MAIN_METRIC[info.kind],
+                                  "higher_is_better": info.higher_is_better and info.kind != "perplexity",
                                   "subjects": spec.subjects, "path": spec.path, "limit": self.s.limit,
                                   "seconds": round(time.perf_counter() - t0, 2)}
             print(f"{spec.name}: {group.get(MAIN_METRIC[info.kind] + ',none', float('nan')):.4f} "

@@ -42,42 +42,38 @@ class CsvTree:
             return sorted(n for n in self.zip.namelist() if n.endswith(".csv"))
         return sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*.csv"))
 
-    def rows(self, name: str, header: list[str] | None) -> list[dict[str, str]]:
-        """Rows as dicts of strings. ``header``: the columns the file must start with (case-insensitive,
-        an unnamed first index column allowed); ``None``: the file has no header and its columns are named
-        by ``columns`` order given to :meth:`rows_without_header`."""
-        where = f"{self.path}:{name}" if self.zip is not None else str(self.path / name)
-        text = self._read(name, where)
-        reader = csv.reader(io.StringIO(text))
-        try:
-            first = next(reader)
-        except StopIteration:
-            raise EvalDataError(f"{where}: empty file") from None
-        cols = [c.strip() for c in first]
-        lowered = [c.lower() for c in cols]
-        if lowered and lowered[0] in ("", "unnamed: 0"):
-            lowered[0] = "_index"
-        missing = [h for h in header if h.lower() not in lowered]
+    def where(self, name: str) -> str:
+        return f"{self.path}:{name}" if self.zip is not None else str(self.path / name)
+
+    def records(self, name: str) -> list[tuple[int, list[str]]]:
+        """(line, fields) of every non-empty row, all strings as written: "0.50" stays "0.50", NA stays NA."""
+        text = self._read(name, self.where(name))
+        return [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1) if row]
+
+    def rows(self, name: str, header: list[str]) -> list[dict[str, str]]:
+        """Rows as dicts keyed by the lower-cased header, which must hold the columns ``header``
+        (case-insensitive; an unnamed first column, a pandas index, is called ``_index``)."""
+        records = self.records(name)
+        if not records:
+            raise EvalDataError(f"{self.where(name)}: empty file")
+        cols = [c.strip() for c in records[0][1]]
+        keys = [c.lower() for c in cols]
+        if keys[0] in ("", "unnamed: 0"):
+            keys[0] = "_index"
+        missing = [h for h in header if h.lower() not in keys]
         if missing:
-            raise EvalDataError(f"{where}: the header {cols} lacks the columns {missing}")
-        out = []
-        for n, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(cols):
-                raise EvalDataError(f"{where}:{n}: {len(row)} columns, the header has {len(cols)}")
-            out.append(dict(zip(lowered, row)))
-        return out
+            raise EvalDataError(f"{self.where(name)}: the header {cols} lacks the columns {missing}")
+        return self._named(name, records[1:], keys, "the header has")
 
     def rows_without_header(self, name: str, columns: list[str]) -> list[dict[str, str]]:
-        where = f"{self.path}:{name}" if self.zip is not None else str(self.path / name)
+        return self._named(name, self.records(name), columns, "expected")
+
+    def _named(self, name: str, records, keys: list[str], expectation: str) -> list[dict[str, str]]:
         out = []
-        for n, row in enumerate(csv.reader(io.StringIO(self._read(name, where))), start=1):
-            if not row:
-                continue
-            if len(row) != len(columns):
-                raise EvalDataError(f"{where}:{n}: {len(row)} columns, expected {len(columns)} ({', '.join(columns)})")
-            out.append(dict(zip(columns, row)))
+        for n, row in records:
+            if len(row) != len(keys):
+                raise EvalDataError(f"{self.where(name)}:{n}: {len(row)} columns, {expectation} {len(keys)}")
+            out.append(dict(zip(keys, row)))
         return out
 
     def _read(self, name: str, where: str) -> str:
@@ -93,26 +89,13 @@ class CsvTree:
 
 def json_lines(path: Path, what: str) -> Iterator[tuple[int, dict]]:
     """(line, object) of a JSONL file (whatever its suffix: LogiQA's are .txt) or of a JSON array of
-    objects; a malformed record is an error naming its line."""
+    objects, through the data room's one record reader; a malformed record is an error naming its line."""
     need_file(path, what)
-    if path.suffix in (".gz", ".zst") or path.read_bytes()[:64].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
-        q = Quarantine()
-        yield from ((n, obj) for _, n, obj in read_json_records([str(path)], q))
-        if q.count:
-            r = q.records[0]
-            raise EvalDataError(f"{r.file}:{r.line}: {r.reason} ({q.count} malformed records in all)")
-        return
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalDataError(f"{path}:{n}: invalid JSON at column {e.colno}: {e.msg}") from None
-            if not isinstance(obj, dict):
-                raise EvalDataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-            yield n, obj
+    q = Quarantine()
+    yield from ((n, obj) for _, n, obj in read_json_records([str(path)], q, any_suffix=True))
+    if q.count:
+        r = q.records[0]
+        raise EvalDataError(f"{r.file}:{r.line}: {r.reason} ({q.count} malformed records in all)")
 
 
 def json_file(path: Path, what: str):

@@ -322,6 +322,10 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
             raise APIError(400, f"prompt token ids must be in [0, {tok.vocab_size})", param="prompt")
         return tok.decode(prompt), list(prompt)
 
+    # prompt log-probabilities are one forward pass in a worker thread beside the engine's decoding thread
+    # (a forward without a cache changes no shared state); one at a time keeps the CPU threads for decoding
+    score_lock = asyncio.Lock()
+
     def completion_job(req: CompletionRequest, prompt: str | list[int], max_new: int | None = None):
         text, ids = prompt_ids(prompt)
         if max_new is None:
@@ -350,8 +354,6 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
             logprobs = openai_logprobs(tok, seq, lps, tops, start=0 if req.echo else len(ids))
         return ({"text": (text if req.echo else "") + completion, "logprobs": logprobs, "finish_reason": reason},
                 len(ids), n)
-
-    score_lock = asyncio.Lock()
 
     return app
 
