@@ -42,7 +42,7 @@ def test_tokenizer_train_then_model_init_then_info(tmp_path):
          ("def add(a, b):\n    return a + b\n", "code")] * 40)]
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) + "{broken\n", encoding="utf-8")
     proc = run_cli("tokenizer", "train", "--input", str(data), "--output", str(tok), "--vocab-size", "600",
-                   "--held-out-every", "5")
+                   "--heldout-fraction", "0.3")
     report = json.loads((tok / "training_report.json").read_text())
     assert report["vocab_size"] == 600 and report["quarantined"] == 1 and report["documents"] == 120
     assert set(report["chars_per_token_held_out"]) == {"en", "zh", "code"}
@@ -64,24 +64,6 @@ def test_errors_are_one_clear_line_not_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     proc = run_cli("model", "info", str(tmp_path), check=False)
     assert proc.returncode == 2 and "config.json" in proc.stderr
-
-
-@pytest.mark.slow
-def test_quickstart_fast_runs_end_to_end_and_its_model_loads_in_transformers(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    assert main(["quickstart", "--fast", "--workdir", str(tmp_path / "qs")]) == 0
-    summary = json.loads((tmp_path / "qs" / "summary.json").read_text())
-    assert summary["perplexity_after"] < summary["perplexity_before"]
-    assert set(summary["chars_per_token"]) == {"en", "zh", "code"}
-    from alaya.train.plot import read_metrics
-
-    train, evals, _ = read_metrics(tmp_path / "qs")
-    assert len(train) == summary["steps"] == 40 and [e["step"] for e in evals] == [0, 40]
-    model = transformers.AutoModelForCausalLM.from_pretrained(summary["model"])
-    tok = transformers.AutoTokenizer.from_pretrained(summary["model"])
-    ids = tok("### Instruction:\t\n你好\n\n", return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        assert torch.isfinite(model(input_ids=ids).logits).all()
 
 
 def test_generation_options_accept_transformers_underscore_spellings():

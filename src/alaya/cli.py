@@ -15,40 +15,17 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from alaya.quickstart import run_quickstart
 
     run_quickstart(workdir=args.workdir, corpus=args.corpus, model_preset=args.preset, steps=args.steps,
-                   fast=args.fast, seed=args.seed)
+                   sft_steps=args.sft_steps, fast=args.fast, seed=args.seed, restart=args.restart, data_dir=args.data_dir)
     return 0
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from alaya.tokenizer import train_tokenizer_on_documents
 
-    from alaya.data.documents import Quarantine, expand_paths, read_documents
-    from alaya.tokenizer import chars_per_token, train_tokenizer
-
-    inputs = expand_paths(args.input)  # a missing input fails here, before any work
-    quarantine = Quarantine()
-    held_out: dict[str, list[str]] = {}
-    counter = {"n": 0}
-
-    def texts():
-        with tqdm(desc="reading", unit=" docs", mininterval=1.0) as bar:
-            for doc in read_documents(inputs, quarantine):
-                counter["n"] += 1
-                bar.update(1)
-                if args.held_out_every and counter["n"] % args.held_out_every == 0:
-                    held_out.setdefault(doc.meta.get("lang", "all"), []).append(doc.text)
-                    continue
-                yield doc.text
-
-    tok = train_tokenizer(texts(), vocab_size=args.vocab_size, min_frequency=args.min_frequency)
-    tok.save(args.output)
-    stats = {lang: round(chars_per_token(tok, t), 3) for lang, t in sorted(held_out.items())}
-    report = {"output": args.output, "vocab_size": tok.vocab_size, "documents": counter["n"],
-              "quarantined": quarantine.count, "chars_per_token_held_out": stats}
-    with open(f"{args.output}/training_report.json", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
-    for r in quarantine.records[:10]:
-        print(f"skipped {r.file}:{r.line}: {r.reason}", file=sys.stderr)
+    report = train_tokenizer_on_documents(args.input, args.output, vocab_size=args.vocab_size,
+                                          min_frequency=args.min_frequency, heldout_fraction=args.heldout_fraction)
+    for line in report["quarantine_examples"]:
+        print(f"skipped {line}", file=sys.stderr)
     print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 
@@ -275,14 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    q = sub.add_parser("quickstart", formatter_class=_formatter, help="train a tokenizer and a tiny model on the built-in corpus",
-                       description="The whole flow on the embedded corpus: tokenizer, a tiny MPT, a Hugging Face model folder, a sample.",
-                       epilog="examples:\n  alaya quickstart\n  alaya quickstart --fast --workdir /tmp/qs\n  alaya quickstart --corpus ../shared/data/corpus")
+    q = sub.add_parser("quickstart", formatter_class=_formatter,
+                       help="the whole recipe on the built-in corpus: curate, tokenizer, pretrain, SFT, merge, infer, eval",
+                       description="From a raw bilingual corpus to a chat model that knows who it is, each step by the code of its\n"
+                                   "own command: curate -> tokenizer -> token shards -> pretrain -> built-in SFT data -> LoRA SFT\n"
+                                   "-> merge -> batch inference on sample prompts -> evaluation, then a summary and what to run next.\n"
+                                   "A rerun skips finished steps (their outputs are checked) and resumes an interrupted one.",
+                       epilog="examples:\n  alaya quickstart\n  alaya quickstart --fast --workdir /tmp/qs\n"
+                              "  alaya quickstart --corpus ../shared/data/corpus --workdir qs-corpus\n"
+                              "  alaya quickstart --restart")
     q.add_argument("--workdir", default="alaya-quickstart", help="where everything is written (default: %(default)s)")
     q.add_argument("--corpus", nargs="+", default=["builtin:demo"], help="JSONL/Parquet/text files, folders, globs or builtin:demo (default)")
     q.add_argument("--preset", default="alaya-tiny", help="model preset (default: %(default)s)")
-    q.add_argument("--steps", type=int, default=300, help="training steps (default: %(default)s)")
-    q.add_argument("--fast", action="store_true", help="at most 40 steps: a check that everything runs")
+    q.add_argument("--steps", type=int, default=None, help="pretraining steps (default: 600, --fast 40)")
+    q.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: 300, --fast 30)")
+    q.add_argument("--fast", action="store_true", help="few steps and a short evaluation: a check that everything runs")
+    q.add_argument("--restart", action="store_true", help="delete the work folder's outputs and start over")
+    q.add_argument("--data-dir", default=None, help="benchmark sets for the multiple-choice slice (default: $ALAYA_DATA, else ../shared/data)")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_quickstart)
 
@@ -298,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--output", required=True, help="output folder")
     tt.add_argument("--vocab-size", type=int, default=60160, help="exact vocabulary size (default: %(default)s)")
     tt.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge (default: %(default)s)")
-    tt.add_argument("--held-out-every", type=int, default=50, help="every Nth document is held out for statistics (0: none)")
+    tt.add_argument("--heldout-fraction", type=float, default=0.02,
+                    help="share of documents held out for statistics, by a stable hash of their id, the same "
+                         "documents `alaya data tokenize` holds out (default: %(default)s; 0: none)")
     tt.set_defaults(func=cmd_tokenizer_train)
 
     i = sub.add_parser("infer", formatter_class=_formatter, help="batch inference: a file of prompts to JSON lines",

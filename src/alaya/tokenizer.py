@@ -22,6 +22,7 @@ from alaya.prompt import CHAT_TEMPLATE
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 TOKENIZER_FILE = "tokenizer.json"
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
+HELDOUT_FRACTION = 0.02  # the share of documents held out, by a stable hash of their id (tokenizer and shards)
 
 
 def clean_text(text: str) -> str:
@@ -144,6 +145,53 @@ def _pad_vocab(tok: Tokenizer, vocab_size: int) -> Tokenizer:
     out = Tokenizer.from_str(json.dumps(data))
     assert out.get_vocab_size(with_added_tokens=True) == vocab_size, (out.get_vocab_size(), vocab_size)
     return out
+
+
+def train_tokenizer_on_documents(
+    inputs: Sequence[str],
+    output: str | Path,
+    vocab_size: int = ALAYA_VOCAB_SIZE,
+    min_frequency: int = 2,
+    heldout_fraction: float = HELDOUT_FRACTION,
+    progress: bool = True,
+    max_length: int | None = None,
+) -> dict:
+    """The one way the project trains a tokenizer on documents (``alaya tokenizer train``, ``alaya pretrain``
+    on raw documents, ``alaya quickstart``): every document that the token shards hold out (a stable hash
+    of its id, :func:`alaya.data.documents.is_heldout`) is kept out of training and used to report
+    characters per token by language. Writes the folder and ``training_report.json``; returns the report."""
+    from tqdm import tqdm
+
+    from alaya.data.documents import Quarantine, expand_paths, is_heldout, read_documents
+
+    files = expand_paths(inputs)  # a missing input fails here, before any work
+    quarantine = Quarantine()
+    held_out: dict[str, list[str]] = {}
+    count = {"documents": 0, "held_out": 0}
+
+    def texts():
+        with tqdm(desc="reading", unit=" docs", mininterval=1.0, disable=not progress, leave=False) as bar:
+            for doc in read_documents(files, quarantine):
+                count["documents"] += 1
+                bar.update(1)
+                if is_heldout(doc.id, heldout_fraction):
+                    count["held_out"] += 1
+                    held_out.setdefault(doc.meta.get("lang", "all"), []).append(doc.text)
+                    continue
+                yield doc.text
+
+    tok = train_tokenizer(texts(), vocab_size=vocab_size, min_frequency=min_frequency, show_progress=progress)
+    if max_length:
+        tok.model_max_length = max_length
+    tok.save(output)
+    stats = {lang: round(chars_per_token(tok, t), 3) for lang, t in sorted(held_out.items())}
+    report = {"output": str(output), "vocab_size": tok.vocab_size, "documents": count["documents"],
+              "held_out_documents": count["held_out"], "heldout_fraction": heldout_fraction,
+              "quarantined": quarantine.count,
+              "quarantine_examples": [f"{r.file}:{r.line}: {r.reason}" for r in quarantine.records[:10]],
+              "chars_per_token_held_out": stats}
+    write_text_atomic(Path(output) / "training_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return report
 
 
 def chars_per_token(tokenizer: AlayaTokenizer, texts: Iterable[str]) -> float:

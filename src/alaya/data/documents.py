@@ -69,6 +69,15 @@ def stable_id(source: str, line: int) -> str:
     return hashlib.sha1(f"{source}:{line}".encode("utf-8")).hexdigest()[:20]
 
 
+def is_heldout(doc_id: str, fraction: float) -> bool:
+    """The project's one held-out rule: a stable hash of the document id below ``fraction`` (the tokenizer's
+    statistics and the token shards' held-out split use the same documents)."""
+    if fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    return h / 2**64 < fraction
+
+
 def expand_paths(paths: Iterable[str | Path]) -> list[str]:
     """Files named, globbed or found under folders (sorted), plus ``builtin:NAME`` entries as they are."""
     out: list[str] = []

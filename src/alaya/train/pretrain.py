@@ -16,7 +16,7 @@ import torch
 from alaya.model.config import preset
 from alaya.model.hf import load_model
 from alaya.model.mpt import AlayaForCausalLM
-from alaya.tokenizer import AlayaTokenizer
+from alaya.tokenizer import HELDOUT_FRACTION, AlayaTokenizer
 from alaya.train import distributed
 from alaya.train.config import ConfigError, load_config
 from alaya.train.data import MixtureSampler
@@ -46,15 +46,14 @@ def prepare_data(cfg: dict, run_dir: Path, d: distributed.Dist, vocab_size: int)
     data = run_dir / "tokens"
     if d.main:
         if not (tok_dir / "tokenizer.json").is_file():
-            from alaya.data.documents import read_texts
-            from alaya.tokenizer import train_tokenizer
+            from alaya.tokenizer import train_tokenizer_on_documents
 
             _log(d, f"training a {vocab_size}-token tokenizer on {paths} into {tok_dir}")
-            tok = train_tokenizer(read_texts(paths), vocab_size=vocab_size, show_progress=cfg["log"]["progress"])
-            tok.save(tok_dir)
+            train_tokenizer_on_documents([str(p) for p in paths], tok_dir, vocab_size=vocab_size,
+                                         progress=cfg["log"]["progress"])
         if not (data / INDEX).is_file():
             _log(d, f"tokenizing {paths} into {data}")
-            tokenize_to_shards([str(p) for p in paths], tok_dir, data, heldout_fraction=0.02,
+            tokenize_to_shards([str(p) for p in paths], tok_dir, data, heldout_fraction=HELDOUT_FRACTION,
                                progress=cfg["log"]["progress"])
     distributed.barrier(d)
     return data, tok_dir

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from alaya.configfile import settings_changes
 from alaya.fileio import write_json_atomic
 
-from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, plan_shards, read_documents
+from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, is_heldout, plan_shards, read_documents
 from alaya.tokenizer import AlayaTokenizer
 from alaya.train.data import token_dtype
 
@@ -45,13 +45,6 @@ def source_of(meta: dict, group_by: Sequence[str]) -> str:
     parts = [str(meta.get(k) or "unknown") for k in group_by]
     name = "-".join(parts) if parts else "all"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def is_heldout(doc_id: str, fraction: float) -> bool:
-    if fraction <= 0:
-        return False
-    h = int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-    return h / 2**64 < fraction
 
 
 class _ShardWriter:
