@@ -192,3 +192,25 @@ def test_one_large_input_file_is_shared_by_processes_with_the_same_output(dup_in
     assert _ids(Path(whole["output"])) == _ids(Path(split["output"]))
     q = lambda root: sorted((r["file"], r["line"], r["reason"]) for r in _docs(root / "stages" / "01-normalize" / "quarantine"))  # noqa: E731
     assert q(tmp_path / "w") == q(tmp_path / "s") and len(q(tmp_path / "w")) == 2
+
+
+def test_when_every_document_is_filtered_out_the_report_says_which_stage_did_it(tmp_path):
+    docs = tmp_path / "short.jsonl"
+    docs.write_text("".join(json.dumps({"id": str(i), "text": f"Too short a page, number {i}.", "meta": {"lang": "en"}}) + "\n"
+                            for i in range(20)), encoding="utf-8")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("pipeline:\n  - stage: normalize\n  - stage: filter\n    gopher: {min_words: 50}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"stage 2 'filter' removed the last 20") as err:
+        run_curate(str(cfg), [str(docs)], str(tmp_path / "out"))
+    report = (tmp_path / "out" / "report" / "report.md").read_text(encoding="utf-8")
+    assert "stage 2 'filter' removed the last 20" in report and "report.md" in str(err.value)
+    assert not (tmp_path / "out" / "manifest.json").exists()  # not "finished": a fixed config can run again
+
+
+def test_a_mixture_of_language_shares_only_spreads_each_language_over_its_types_by_tokens():
+    tokens = {"en-news": 300, "en-others": 100, "zh-news": 50, "zh-books": 150, "code-code": 1000}
+    m = mixture_weights(tokens, {"en": 0.6, "zh": 0.3, "code": 0.1}, None, max_epochs=4)
+    assert m["achieved"]["lang"] == pytest.approx({"code": 0.1, "en": 0.6, "zh": 0.3}, abs=1e-4)
+    assert m["weights"]["en-news"] / m["weights"]["en-others"] == pytest.approx(3.0, rel=1e-3)
+    assert m["weights"]["zh-books"] / m["weights"]["zh-news"] == pytest.approx(3.0, rel=1e-3)
+    assert m["target"]["type"] == m["available"]["type_of_natural_language"]

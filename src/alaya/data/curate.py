@@ -114,10 +114,15 @@ def run_curate(config: str | None, inputs: Sequence[str], output: str, engine: s
     mix_cfg = cfg["mixture"] or {}
     stats = collect_stats(eng, current, mix_cfg.get("tokenizer"))
     write_json_atomic(out / "stats.json", stats)
-    mixture = mixture_weights(stats["tokens"], mix_cfg.get("lang", SEED_LANG), mix_cfg.get("type", SEED_TYPE),
-                              mix_cfg.get("max_epochs", 4.0), mix_cfg.get("total_tokens"))
-    mixture["token_count"] = stats["token_count"]
-    write_json_atomic(out / "mixture.json", mixture)
+    empty = _emptied_by(manifests, len(files))
+    mixture = None
+    if empty is None:
+        types = mix_cfg.get("type", SEED_TYPE)  # null or "available": only the language shares are controlled
+        mixture = mixture_weights(stats["tokens"], mix_cfg.get("lang", SEED_LANG),
+                                  None if types in (None, "available") else types,
+                                  mix_cfg.get("max_epochs", 4.0), mix_cfg.get("total_tokens"))
+        mixture["token_count"] = stats["token_count"]
+        write_json_atomic(out / "mixture.json", mixture)
     seconds = time.perf_counter() - t0
     mb = manifests[0]["bytes_in"] / 1e6 if manifests else 0.0
     summary = {"output": str(out / "stages" / f"{len(cfg['pipeline']):02d}-{manifests[-1]['stage']}" / "data"),
@@ -125,12 +130,30 @@ def run_curate(config: str | None, inputs: Sequence[str], output: str, engine: s
                "documents_out": manifests[-1]["kept"] if manifests else 0, "seconds": round(seconds, 2),
                "mb_in": round(mb, 3), "mb_per_s": round(mb / seconds, 3) if seconds else None,
                "processes": getattr(eng, "processes", None)}
-    if cfg.get("report", True):
+    if empty is not None:
+        summary["empty_reason"] = empty
+    if cfg.get("report", True) or empty is not None:
         from alaya.data.report import write_report
 
         summary["report"] = str(write_report(out, summary, stats, mixture))
+    if empty is not None:  # no manifest: a rerun with another config or input is not refused as "finished"
+        raise ValueError(f"{out}: {empty}; see {summary['report']}")
     write_json_atomic(final, summary)
     return summary
+
+
+def _emptied_by(manifests: list[dict], inputs: int) -> str | None:
+    """None when documents are left, else which stage removed the last of them."""
+    if not manifests or manifests[-1]["kept"] > 0:
+        return None if manifests else "no input documents"
+    for k, m in enumerate(manifests, 1):
+        if m["kept"] == 0:
+            if m["in"] == 0:
+                return f"no documents in {inputs} input file(s)"
+            reasons = ", ".join(f"{r} {n}" for r, n in sorted(m["reasons"].items(), key=lambda kv: -kv[1])) or "—"
+            return (f"every document was removed: stage {k} '{m['stage']}' removed the last {m['in']} "
+                    f"({reasons}); loosen its settings or check the input")
+    return None
 
 
 def _stats_task(t: dict) -> dict:

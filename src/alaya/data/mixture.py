@@ -16,12 +16,18 @@ SEED_LANG = {"en": 0.567, "zh": 0.317, "code": 0.097, "other": 0.019}
 SEED_TYPE = {"news": 0.392, "encyclopedia": 0.254, "books": 0.153, "forum": 0.078, "academic": 0.070, "others": 0.052}
 
 
-def target_shares(lang: Mapping[str, float], types: Mapping[str, float], sources: Mapping[str, int]) -> dict[str, float]:
+def target_shares(lang: Mapping[str, float], types: Mapping[str, float] | None,
+                  sources: Mapping[str, int]) -> dict[str, float]:
+    """Target share of every source. ``types`` None: a language's share is spread over its types in
+    proportion to their tokens (only the language shares are controlled, as for a small corpus whose types
+    are unevenly present)."""
     raw = {}
     for name in sources:
         l, _, t = name.partition("-")
         if l == "code":
             raw[name] = lang.get("code", 0.0)
+        elif types is None:
+            raw[name] = lang.get(l, 0.0) * sources[name]
         else:
             raw[name] = lang.get(l, 0.0) * types.get(t, 0.0)
     # a language whose types are partly missing keeps its total share (spread over its present types)
@@ -40,7 +46,7 @@ def target_shares(lang: Mapping[str, float], types: Mapping[str, float], sources
 
 
 def mixture_weights(tokens: Mapping[str, int], lang: Mapping[str, float] = SEED_LANG,
-                    types: Mapping[str, float] = SEED_TYPE, max_epochs: float = 4.0,
+                    types: Mapping[str, float] | None = SEED_TYPE, max_epochs: float = 4.0,
                     total_tokens: float | None = None) -> dict:
     if max_epochs <= 0:
         raise ValueError(f"max_epochs must be > 0, got {max_epochs}")
@@ -74,5 +80,7 @@ def mixture_weights(tokens: Mapping[str, int], lang: Mapping[str, float] = SEED_
         "available": {"lang": marginal(tokens, lang_of), "type_of_natural_language":
                       marginal({n: v for n, v in tokens.items() if lang_of(n) != "code"}, type_of)},
         "target": {"lang": {k: round(v / sum(lang.values()), 4) for k, v in sorted(lang.items())},
-                   "type": {k: round(v / sum(types.values()), 4) for k, v in sorted(types.items())}},
+                   # types None: the types as they are available (only the language shares are controlled)
+                   "type": ({k: round(v / sum(types.values()), 4) for k, v in sorted(types.items())}
+                            if types is not None else marginal({n: v for n, v in tokens.items() if lang_of(n) != "code"}, type_of))},
     }

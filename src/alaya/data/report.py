@@ -15,7 +15,8 @@ def _pie(ax, values: dict, title: str) -> None:
     ax.set_title(title)
 
 
-def write_report(out: Path, summary: dict, stats: dict, mixture: dict) -> Path:
+def write_report(out: Path, summary: dict, stats: dict, mixture: dict | None) -> Path:
+    """``mixture`` None: no document was left (the report says which stage removed the last ones)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,21 +31,27 @@ def write_report(out: Path, summary: dict, stats: dict, mixture: dict) -> Path:
         by_lang[lang] = by_lang.get(lang, 0) + n
         if lang != "code":
             by_type[typ] = by_type.get(typ, 0) + n
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=110)
-    _pie(axes[0], by_lang, "tokens by language")
-    _pie(axes[1], by_type, "natural-language tokens by type")
-    fig.tight_layout()
-    fig.savefig(rep / "shares.png")
-    plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    if by_lang:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=110)
+        _pie(axes[0], by_lang, "tokens by language")
+        _pie(axes[1], by_type, "natural-language tokens by type")
+        fig.tight_layout()
+        fig.savefig(rep / "shares.png")
+        plt.close(fig)
     q = stats["quality_hist"]
-    axes[0].bar([(i + 0.5) / len(q) for i in range(len(q))], q, width=1 / len(q), color="#4c78a8")
-    axes[0].set_title("quality score (meta.quality)" if sum(q) else "quality score (no quality stage)")
-    axes[0].set_xlabel("P(fit)")
+    panels = 2 if sum(q) else 1  # no quality stage, no empty quality panel
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8), dpi=110, squeeze=False)
+    axes = axes[0]
+    if panels == 2:
+        axes[0].bar([(i + 0.5) / len(q) for i in range(len(q))], q, width=1 / len(q), color="#4c78a8")
+        axes[0].set_title("quality score (meta.quality)")
+        axes[0].set_xlabel("P(fit)")
     edges = stats["length_edges"]
-    axes[1].bar(range(len(edges)), stats["length_hist"], color="#f58518")
-    axes[1].set_xticks(range(0, len(edges), 4), [f"{edges[i]:,}" for i in range(0, len(edges), 4)], fontsize=7)
-    axes[1].set_title("document length (characters, from)")
+    axes[-1].bar(range(len(edges)), stats["length_hist"], color="#f58518")
+    axes[-1].set_xticks(range(0, len(edges), 4), [f"{edges[i]:,}" for i in range(0, len(edges), 4)], fontsize=7)
+    axes[-1].set_title("document length")
+    axes[-1].set_xlabel("characters (bin's lower edge)")
+    axes[-1].set_ylabel("documents")
     fig.tight_layout()
     fig.savefig(rep / "histograms.png")
     plt.close(fig)
@@ -61,6 +68,12 @@ def write_report(out: Path, summary: dict, stats: dict, mixture: dict) -> Path:
     lines += ["", f"## Tokens ({stats['token_count']})", "", "| source | documents | tokens | share |", "|---|---:|---:|---:|"]
     for src, n in stats["tokens"].items():
         lines.append(f"| {src} | {stats['documents'][src]} | {n} | {100 * n / total:.1f} % |")
+    if mixture is None:
+        lines += ["", "## Mixture", "", f"No mixture: {summary.get('empty_reason', 'no document was left')}.", "",
+                  "![histograms](histograms.png)", ""]
+        path = rep / "report.md"
+        path.write_text("\n".join(lines), encoding="utf-8")
+        return path
     lines += ["", "![shares](shares.png)", "", "## Mixture", "",
               f"Token budget {mixture['token_budget']:,} (no source repeated more than {mixture['max_epochs']} times).", "",
               "| language | available | target | achieved |", "|---|---:|---:|---:|"]
