@@ -268,8 +268,15 @@ class Evaluator:
                                     (" and 'expect' (the words a correct answer names)" if spec.name == "identity" else ""))
         if spec.subjects:
             rows = [r for r in rows if r.get("lang") in spec.subjects]
-        if self.s.limit:
-            rows = rows[: self.s.limit]
+        if self.s.limit:  # per language, as --limit is per subject elsewhere: both languages are asked
+            seen: dict[str, int] = {}
+            kept = []
+            for r in rows:
+                lang = r.get("lang", "all")
+                seen[lang] = seen.get(lang, 0) + 1
+                if seen[lang] <= self.s.limit:
+                    kept.append(r)
+            rows = kept
         if not rows:
             raise EvalDataError(f"{path}: no prompts to ask")
         return rows

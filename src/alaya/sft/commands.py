@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-SFT_ACTIONS = ("train", "identity", "refusals", "screen")
+SFT_ACTIONS = ("train", "identity", "refusals", "screen", "builtin")
 
 
 def cmd_sft_train(args: argparse.Namespace) -> int:
@@ -32,6 +32,13 @@ def cmd_sft_refusals(args: argparse.Namespace) -> int:
     counts = write_refusal_data(args.input, args.output, benign_output=args.benign_output,
                                 heldout_fraction=args.heldout_fraction, seed=args.seed, templates=args.templates)
     print(json.dumps(counts, ensure_ascii=False, indent=1))
+    return 0
+
+
+def cmd_sft_builtin(args: argparse.Namespace) -> int:
+    from alaya.sft.builtin import write_builtin_sft
+
+    print(json.dumps(write_builtin_sft(args.output, seed=args.seed), ensure_ascii=False, indent=1))
     return 0
 
 
@@ -79,7 +86,7 @@ def add_parsers(sub, formatter) -> None:
     s = sub.add_parser("sft", formatter_class=formatter, help="supervised fine-tuning (LoRA or full) and its data",
                        description="Fine-tune a model folder on instruction and dialogue data in the published prompt format.\n"
                                    "`alaya sft --config FILE` trains (the same as `alaya sft train`); the other actions make data.",
-                       epilog="examples:\n  alaya sft --config configs/sft/tiny-lora.yaml model.path=alaya-quickstart/model\n"
+                       epilog="examples:\n  alaya sft --config configs/sft/tiny-lora.yaml model.path=alaya-quickstart/pretrain/final\n"
                               "  alaya sft identity --output identity.jsonl\n"
                               "  alaya sft refusals --input ../shared/data/xsafety ../shared/data/flames --output refusals.jsonl\n"
                               "  alaya sft screen --model base --input sft.jsonl --output screened")
@@ -88,7 +95,7 @@ def add_parsers(sub, formatter) -> None:
                          description="LoRA (r 16, alpha 32, dropout 0.05 by default) or full fine-tuning over the project's one\n"
                                      "training loop: checkpoints, exact --resume, metrics.jsonl, torchrun DDP/FSDP2.\n"
                                      "final/ is a PEFT adapter folder (LoRA) or a model folder (full).",
-                         epilog="examples:\n  alaya sft --config configs/sft/tiny-lora.yaml model.path=alaya-quickstart/model\n"
+                         epilog="examples:\n  alaya sft --config configs/sft/tiny-lora.yaml model.path=alaya-quickstart/pretrain/final\n"
                                 "  alaya sft --config configs/sft/tiny-full.yaml model.path=m train.packing=true\n"
                                 "  alaya sft --config configs/sft/tiny-lora.yaml model.path=m --resume")
     tr.add_argument("--config", required=True, help="a YAML run config")
@@ -124,6 +131,15 @@ def add_parsers(sub, formatter) -> None:
     rf.add_argument("--seed", type=int, default=0)
     rf.set_defaults(func=cmd_sft_refusals)
 
+    bi = ssub.add_parser("builtin", formatter_class=formatter, help="instruction data in six categories from the built-in corpus",
+                         description="Writes general.jsonl (translation, Python docstring questions, news continuation and headlines),\n"
+                                     "reasoning.jsonl (arithmetic word problems, step by step), role_play.jsonl (multi-turn) and\n"
+                                     "red_team.jsonl (prompts for `generate: refusals`), in both languages, with no download.",
+                         epilog="example:\n  alaya sft builtin --output sft-data")
+    bi.add_argument("--output", required=True, help="a folder")
+    bi.add_argument("--seed", type=int, default=0)
+    bi.set_defaults(func=cmd_sft_builtin)
+
     sc = ssub.add_parser("screen", formatter_class=formatter, help="score examples with a model, drop by thresholds, queue for review",
                          description="Scores every example: IFD = loss(answer | question) / loss(answer), response perplexity,\n"
                                      "length ratio, language consistency, repetition, translationese. Drops by thresholds with\n"
@@ -149,7 +165,7 @@ def add_parsers(sub, formatter) -> None:
     mg = sub.add_parser("merge", formatter_class=formatter, help="merge a LoRA adapter into a model folder",
                         description="Write MODEL with the adapter folded into its weights as a new model folder (any folder\n"
                                     "`alaya` reads; transformers, vLLM and the exporters read the result without peft).",
-                        epilog="example:\n  alaya merge alaya-quickstart/model runs/sft/final chat-model")
+                        epilog="example:\n  alaya merge alaya-quickstart/pretrain/final runs/sft/final chat-model")
     mg.add_argument("model_path", metavar="MODEL_PATH")
     mg.add_argument("adapter_path", metavar="ADAPTER_PATH")
     mg.add_argument("output", metavar="OUTPUT")
