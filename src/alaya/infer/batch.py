@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -102,18 +101,21 @@ def run_batch_inference(
     compile: bool = False,
 ) -> dict:
     gen = gen or GenerationConfig()
+    output = Path(output_file)
+    if not Path(input_file).is_file():  # inputs first: a missing file fails before the model loads
+        raise FileNotFoundError(f"prompt file {input_file} does not exist")
+    done = answered_lines(output)
+    todo = [p for p in read_prompts(input_file) if p.line not in done]
+    counts = {"answered": 0, "errors": 0, "skipped_already_done": len(done), "truncated": 0, "empty_response": 0}
     model, tok = load_for_inference(model_path, adapter_path, device=device, dtype=dtype, compile=compile)
     ctx = model.config.max_seq_len
-    new_tokens = min(gen.max_new_tokens, ctx - 1)
+    new_tokens = min(gen.max_new_tokens, ctx // 2)  # as chat and serve: the prompt keeps at least half
     if new_tokens < gen.max_new_tokens:
-        warnings.warn(f"max_new_tokens {gen.max_new_tokens} does not fit the {ctx}-token context; using {new_tokens}")
+        print(f"note: the model's context is {ctx} tokens, so at most {new_tokens} new tokens are generated "
+              f"(asked {gen.max_new_tokens}); prompts keep up to {ctx - new_tokens} tokens", file=sys.stderr)
     gen = gen.with_(max_new_tokens=new_tokens)
     max_prompt = ctx - new_tokens
 
-    output = Path(output_file)
-    done = answered_lines(output)
-    todo = [p for p in read_prompts(input_file) if p.line not in done]
-    counts = {"answered": 0, "errors": 0, "skipped_already_done": len(done), "truncated": 0}
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc="infer", unit=" prompts") as bar:
         def write(rec: dict) -> None:
@@ -145,11 +147,16 @@ def run_batch_inference(
                     counts["errors"] += 1
                     continue
                 org = prep[0] + next(outs)
-                write({"line": p.line, "prompt": p.prompt, "response": extract_response(org), "response_org": org})
+                response = extract_response(org)
+                write({"line": p.line, "prompt": p.prompt, "response": response, "response_org": org})
                 counts["answered"] += 1
+                counts["empty_response"] += not response
             out.flush()
             os.fsync(out.fileno())
             bar.update(len(chunk))
+    if counts["empty_response"]:
+        print(f"note: {counts['empty_response']} of {counts['answered']} responses are empty: the model wrote nothing "
+              f"after '### Output:' (the published script's rule keeps only that text; see response_org)", file=sys.stderr)
     return counts
 
 

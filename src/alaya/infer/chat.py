@@ -135,7 +135,8 @@ def repl(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.s
             else:
                 print(f"(unknown command {cmd}; {HELP})", file=stdout, flush=True)
             continue
-        print("alaya> ", end="", file=stdout, flush=True)
+        if interactive:  # piped: one reply a line, no prompts
+            print("alaya> ", end="", file=stdout, flush=True)
         try:
             for piece in session.ask(line):
                 print(piece, end="", file=stdout, flush=True)

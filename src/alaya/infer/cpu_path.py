@@ -19,8 +19,11 @@ several-fold.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -58,6 +61,15 @@ class KernelLinear(nn.Linear):
         return out if self.bias is None else out + self.bias
 
 
+def _kernels_cached() -> bool:
+    """Whether numba has compiled the decoding kernels before (its cache index beside the module, or in
+    NUMBA_CACHE_DIR)."""
+    where = [Path(cpu_decode.__file__).parent / "__pycache__"]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        where.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    return any(next(w.rglob("cpu_decode.*.nbi"), None) is not None for w in where if w.is_dir())
+
+
 @torch.no_grad()
 def use_fastest_cpu_path(model: AlayaForCausalLM, margin: float = 1.15) -> bool:
     """Switch the model to the compiled CPU decoding path (:func:`switch_to_cpu_kernels`) when whole decoding
@@ -69,6 +81,9 @@ def use_fastest_cpu_path(model: AlayaForCausalLM, margin: float = 1.15) -> bool:
     if w.device.type != "cpu" or w.dtype != torch.float32:
         return False
     step_torch = _decode_step_seconds(model)
+    if not _kernels_cached():
+        print("compiling the CPU decoding kernels (once; later runs load them from numba's cache, "
+              "this takes up to a minute)...", file=sys.stderr, flush=True)
     switch_to_cpu_kernels(model)
     with decode_threads():
         step_numpy = _decode_step_seconds(model)

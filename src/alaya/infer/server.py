@@ -13,11 +13,12 @@ import hmac
 import json
 import time
 import uuid
+from importlib import resources
 from typing import Annotated, Any, AsyncIterator, Literal, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from alaya.infer.chat import TURN_STOP, build_prompt, clean_reply
@@ -25,6 +26,8 @@ from alaya.infer.generate import GenerationConfig
 from alaya.infer.logprobs import openai_logprobs, sequence_logprobs
 from alaya.infer.scheduler import Engine, Job, QueueFull, asyncio_emitter
 from alaya.prompt import render_messages
+
+CHAT_PAGE = (resources.files("alaya.infer") / "web" / "chat.html").read_text(encoding="utf-8")
 
 QA_MAX_NEW_TOKENS = 1024  # the published api.py's
 ERROR = {"content": {"application/json": {"schema": {"type": "object"}}}}
@@ -121,7 +124,7 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):
-        if api_key and request.url.path not in ("/health", "/docs", "/openapi.json"):
+        if api_key and request.url.path not in ("/", "/health", "/docs", "/openapi.json"):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
                 return _error(401, "missing or wrong API key (send 'Authorization: Bearer KEY')", "authentication_error")
@@ -231,6 +234,11 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # ------------------------------------------------------------------ endpoints
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> HTMLResponse:
+        """The chat page (one static file shipped with the package; it calls /v1/chat/completions)."""
+        return HTMLResponse(CHAT_PAGE, headers={"Cache-Control": "no-cache"})
+
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model": model_name, "waiting": engine.waiting, **engine.stats}
