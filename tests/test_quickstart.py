@@ -33,7 +33,7 @@ def test_quickstart_runs_every_step_and_leaves_a_chat_model_that_loads_in_transf
     from alaya.train.plot import read_metrics
 
     train, evals, _ = read_metrics(work / "pretrain")
-    assert len(train) == summary["steps"] == 40 and [e["step"] for e in evals] == [0, 40]
+    assert len(train) == summary["steps"] == 40 and [e["step"] for e in evals] == [0, 10, 20, 30, 40]
     # SFT saw all six categories, identity and refusals generated with their held-out splits
     report = json.loads((work / "sft" / "data_report.json").read_text())
     assert {c for c, v in report["categories"].items() if v["examples"] > 0} == {

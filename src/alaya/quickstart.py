@@ -155,7 +155,7 @@ def pretrain_config(p: Plan) -> dict:
             "schedule": {"warmup_steps": max(1, p.steps // 10), "max_steps": p.steps},
             "checkpoint": {"every": max(1, p.steps // 4), "keep": 1},
             "train": {"seq_len": seq, "micro_batch_size": 16, "precision": "fp32"},
-            "eval": {"every": p.steps, "windows": 64}, "log": {"progress": True}}
+            "eval": {"every": max(1, p.steps // 4), "windows": 64}, "log": {"progress": True}}
 
 
 def _train_with_resume(run: Callable, config: Path, cfg: dict, run_dir: Path) -> None:

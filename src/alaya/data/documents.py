@@ -69,6 +69,13 @@ def stable_id(source: str, line: int) -> str:
     return hashlib.sha1(f"{source}:{line}".encode("utf-8")).hexdigest()[:20]
 
 
+def json_error(e: json.JSONDecodeError, line: bool = False) -> str:
+    """json's message with its position as one phrase: 'Unterminated string starting at column 5' (json's
+    own ``msg`` ends in 'at' and leaves the position to ``str(e)``)."""
+    where = f"line {e.lineno} column {e.colno}" if line else f"column {e.colno}"
+    return f"{e.msg} {where}" if e.msg.endswith(" at") else f"{e.msg} at {where}"
+
+
 def is_heldout(doc_id: str, fraction: float) -> bool:
     """The project's one held-out rule: a stable hash of the document id below ``fraction`` (the tokenizer's
     statistics and the token shards' held-out split use the same documents)."""
@@ -289,7 +296,7 @@ def _parse_json_object(path: str, n: int, raw: bytes, q: Quarantine) -> dict | N
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        q.add(QuarantineRecord(path, n, f"invalid JSON at column {e.colno}: {e.msg}", raw))
+        q.add(QuarantineRecord(path, n, f"invalid JSON: {json_error(e)}", raw))
         return None
     if not isinstance(obj, dict):
         q.add(QuarantineRecord(path, n, f"expected a JSON object, got {type(obj).__name__}", raw))
@@ -342,7 +349,7 @@ def _json_array_objects(path: str, q: Quarantine) -> Iterator[tuple[str, int, di
         q.add(QuarantineRecord(path, 0, f"invalid UTF-8 at byte {e.start}"))
         return
     except json.JSONDecodeError as e:
-        q.add(QuarantineRecord(path, e.lineno, f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"))
+        q.add(QuarantineRecord(path, e.lineno, f"invalid JSON: {json_error(e, line=True)}"))
         return
     except (OSError, EOFError) as e:
         q.add(QuarantineRecord(path, -1, f"file ends early or is corrupt: {e}"))

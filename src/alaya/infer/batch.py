@@ -18,6 +18,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from alaya.data.documents import json_error
 from alaya.infer.generate import BatchDecoder, GenerationConfig
 from alaya.infer.loading import load_for_inference
 from alaya.infer.text import TextStream
@@ -49,7 +50,7 @@ def read_prompts(path: str | Path) -> Iterator[PromptLine]:
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as e:
-                    yield PromptLine(n, text, f"{path}:{n}: invalid JSON: {e.msg}")
+                    yield PromptLine(n, text, f"{path}:{n}: invalid JSON: {json_error(e)}")
                     continue
                 prompt = obj.get("prompt") if isinstance(obj, dict) else None
                 if not isinstance(prompt, str):

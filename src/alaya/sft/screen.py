@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from alaya.data.documents import Quarantine
+from alaya.data.documents import Quarantine, json_error
 from alaya.fileio import write_json_atomic, write_text_atomic
 from alaya.prompt import OUTPUT_FORMAT
 from alaya.sft.data import collate
@@ -285,7 +285,7 @@ def read_decisions(path: str) -> dict[str, str]:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}:{n}: not valid JSON: {e.msg}") from None
+                    raise ValueError(f"{p}:{n}: not valid JSON: {json_error(e)}") from None
                 put(f"{p}:{n}", rec.get("id"), rec.get("decision"))
     return out
 

@@ -46,8 +46,10 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
         smooth = [sum(loss[max(0, i - k + 1): i + 1]) / len(loss[max(0, i - k + 1): i + 1]) for i in range(len(loss))]
         ax.plot(steps, smooth, color="#1f5a96", linewidth=1.5, label=f"moving average ({k} steps)")
     if evals:
-        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", color="#d9662b", markersize=3,
-                linewidth=1, label="held-out loss")
+        # few held-out points are drawn as points: a line between two evaluations 600 steps apart says nothing
+        style = "o-" if len(evals) > 4 else "o"
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], style, color="#d9662b",
+                markersize=3 if len(evals) > 4 else 6, linewidth=1, label="held-out loss")
     for i, r in enumerate(resumes):
         ax.axvline(r["step"], color="grey", linestyle="--", linewidth=0.8, label="resumed" if i == 0 else None)
     ax.set_title("Alaya Training Loss")
