@@ -1,4 +1,4 @@
-"""The seed's prompt format (DESIGN.md section 3), the one place it is written down.
+"""The published prompt format (DESIGN.md section 3), the one place it is written down.
 
 A turn is ``### Instruction:\\t\\n{instruction}\\n\\n`` followed by ``### Output:\\t\\n{output} </s>``. A prompt
 for generation is the history's turns, oldest first, then the new instruction block; the model writes
@@ -11,9 +11,11 @@ from typing import Iterable, Mapping, Sequence
 INSTRUCTION_FORMAT = "### Instruction:\t\n{instruction}\n\n"
 OUTPUT_FORMAT = "### Output:\t\n{output} </s>"
 OUTPUT_FLAG = "### Output:\t\n"
+# The model begins a new turn by itself when it has finished its reply: that ends the reply.
+TURN_STOP = INSTRUCTION_FORMAT.split("{")[0].rstrip("\t\n")  # "### Instruction:"
 
 # The same format as a Jinja chat template for tokenizer_config.json (transformers' apply_chat_template).
-# A system message, which the seed never used, is put first as plain text followed by a blank line.
+# A system message, which the published recipe never used, is put first as plain text followed by a blank line.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' -%}{{ message['content'] + '\\n\\n' }}"
@@ -29,10 +31,15 @@ def format_turn(instruction: str, output: str) -> str:
     return INSTRUCTION_FORMAT.format(instruction=instruction) + OUTPUT_FORMAT.format(output=output)
 
 
-def format_prompt(instruction: str, history: Sequence[str] = (), system: str | None = None) -> str:
-    """The text the model continues: history as the published api.py takes it (user, assistant, user, ...)."""
+def check_history(history: Sequence[str]) -> None:
+    """The published api.py's history: user, assistant, user, ... (an even number of items)."""
     if len(history) % 2:
         raise ValueError(f"history must alternate user and assistant turns (even length), got {len(history)} items")
+
+
+def format_prompt(instruction: str, history: Sequence[str] = (), system: str | None = None) -> str:
+    """The text the model continues: history as the published api.py takes it (user, assistant, user, ...)."""
+    check_history(history)
     parts = [] if system is None else [system + "\n\n"]
     for i, msg in enumerate(history):
         parts.append(INSTRUCTION_FORMAT.format(instruction=msg) if i % 2 == 0 else OUTPUT_FORMAT.format(output=msg))
@@ -41,7 +48,7 @@ def format_prompt(instruction: str, history: Sequence[str] = (), system: str | N
 
 
 def render_messages(messages: Iterable[Mapping[str, str]]) -> str:
-    """OpenAI-style messages in the seed's format; equal to applying CHAT_TEMPLATE."""
+    """OpenAI-style messages in the published format; equal to applying CHAT_TEMPLATE."""
     parts = []
     for m in messages:
         role, content = m["role"], m["content"]

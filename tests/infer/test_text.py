@@ -58,3 +58,43 @@ def test_compiled_model_gives_the_same_greedy_output(model_dir):
     prompts = [tok.encode("你好"), tok.encode("a longer prompt in English")]
     cfg = GenerationConfig(max_new_tokens=16, temperature=0)
     assert generate(compiled, prompts, cfg) == generate(eager, prompts, cfg)
+
+
+def test_streamed_text_is_the_one_stream_of_chat_server_and_batch(model_dir):
+    from alaya.infer.text import StreamedText
+    from alaya.prompt import OUTPUT_FLAG
+
+    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    prompts = [tok.encode(p) for p in ("你好", "The city opened", "### Instruction:\t\nhi\n\n")]
+    gen = GenerationConfig(max_new_tokens=24, temperature=0)
+    whole = [tok.decode(ids) for ids in generate(model, prompts, gen)]
+    # no stop strings: the pieces of each row add up to the plain decoding, and texts() equals it
+    pieces = ["", "", ""]
+    for row, piece in StreamedText(BatchDecoder(model, prompts, gen), tok):
+        pieces[row] += piece
+    assert pieces == whole == StreamedText(BatchDecoder(model, prompts, gen), tok).texts()
+    # a stop string cuts each row where it first appears, streamed or not
+    stop = [w[3:6] for w in whole if len(w) > 8 and "\ufffd" not in w[:8]]  # from inside the rows' text
+    assert stop
+    cut = [cut_at_stop(w, stop)[0] for w in whole]
+    assert generate_texts(model, tok, prompts, gen.with_(stop=stop)) == cut
+    # strip_flag removes exactly a leading flag, which the raw text keeps
+    flagged = StreamedText(BatchDecoder(model, prompts, gen), tok, strip_flag=True)
+    got = ["", "", ""]
+    for row, piece in flagged:
+        got[row] += piece
+    for row, w in enumerate(whole):
+        assert flagged.raw_text(row) == w
+        assert got[row] == (w[len(OUTPUT_FLAG):] if w.startswith(OUTPUT_FLAG) else w)
+
+
+def test_streamed_text_stops_a_cancelled_row_and_drops_its_held_back_text(model_dir):
+    from alaya.infer.text import StreamedText
+
+    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    prompts = [tok.encode("你好"), tok.encode("hello")]
+    decoder = BatchDecoder(model, prompts, GenerationConfig(max_new_tokens=30, temperature=0))
+    text = StreamedText(decoder, tok, cancelled=lambda row: row == 1 and len(decoder.tokens[1]) >= 3)
+    rows = [row for row, _ in text]
+    assert decoder.finish_reason[1] == "cancelled" and len(decoder.tokens[1]) == 3
+    assert len(decoder.tokens[0]) == 30 and rows.count(0) >= 1

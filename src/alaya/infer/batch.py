@@ -21,7 +21,7 @@ from tqdm import tqdm
 from alaya.data.documents import json_error
 from alaya.infer.generate import BatchDecoder, GenerationConfig
 from alaya.infer.loading import load_for_inference
-from alaya.infer.text import TextStream
+from alaya.infer.text import StreamedText
 from alaya.prompt import OUTPUT_FLAG, format_prompt
 
 
@@ -84,7 +84,9 @@ def answered_lines(output: Path) -> set[int]:
 
 
 def extract_response(generated: str) -> str:
-    """The published script's rule: the text after '### Output:\\t\\n', without trailing newlines."""
+    """The published script's rule, kept as the output contract: the text between the first and the second
+    '### Output:\\t\\n' of prompt + generation, without trailing newlines (not :class:`ReplyFilter`, which
+    streams a reply without its leading flag: the two differ when the model does not start with the flag)."""
     parts = generated.split(OUTPUT_FLAG)
     return parts[1].rstrip("\n") if len(parts) > 1 else ""
 
@@ -163,15 +165,4 @@ def run_batch_inference(
 
 def generate_texts(model, tok, prompts: list[list[int]], gen: GenerationConfig) -> list[str]:
     """Generated text per prompt, each cut at the first of ``gen.stop`` (the row stops generating there)."""
-    decoder = BatchDecoder(model, prompts, gen)
-    if not gen.stop:
-        for _ in decoder:
-            pass
-        return [tok.decode(ids) for ids in decoder.tokens]
-    streams = [TextStream(tok, gen.stop) for _ in prompts]
-    for emitted in decoder:
-        for row, token in emitted:
-            streams[row].push(token)
-            if streams[row].stopped:
-                decoder.stop(row)
-    return [s.text for s in streams]
+    return StreamedText(BatchDecoder(model, prompts, gen), tok).texts()

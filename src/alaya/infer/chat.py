@@ -1,4 +1,4 @@
-"""Multi-turn chat in the seed's format: prompt building with history trimmed by tokens, streamed replies,
+"""Multi-turn chat in the published format: prompt building with history trimmed by tokens, streamed replies,
 and the ``alaya chat`` REPL (``/reset``, ``/system TEXT``, ``/exit``; a terminal or piped input).
 
 History is the published api.py's: a flat list alternating user and assistant turns, oldest first. When
@@ -12,12 +12,9 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence, TextIO
 
 from alaya.infer.generate import BatchDecoder, GenerationConfig
-from alaya.infer.text import ReplyFilter, TextStream
-from alaya.prompt import INSTRUCTION_FORMAT, OUTPUT_FLAG, format_prompt
+from alaya.infer.text import StreamedText
+from alaya.prompt import TURN_STOP, check_history, format_prompt
 from alaya.tokenizer import AlayaTokenizer
-
-# The model begins a new turn by itself when it has finished its reply: that ends the reply.
-TURN_STOP = INSTRUCTION_FORMAT.split("{")[0].rstrip("\t\n")  # "### Instruction:"
 
 
 @dataclass
@@ -40,8 +37,7 @@ def build_prompt(
     budget = context - max_new_tokens
     if budget < 1:
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a {context}-token context")
-    if len(history) % 2:
-        raise ValueError(f"history must alternate user and assistant turns (even length), got {len(history)} items")
+    check_history(history)
     for drop in range(0, len(history) + 1, 2):
         text = format_prompt(instruction, history[drop:], system)
         ids = tok.encode(text)
@@ -53,21 +49,12 @@ def build_prompt(
 def reply_stream(model, tok: AlayaTokenizer, prompt: Prompt, gen: GenerationConfig) -> Iterator[str]:
     """Pieces of the reply as they are generated: without the output flag, cut before a new turn."""
     decoder = BatchDecoder(model, [prompt.ids], gen.with_(stop=[*gen.stop, TURN_STOP]))
-    stream, flag = TextStream(tok, decoder.cfgs[0].stop), ReplyFilter(OUTPUT_FLAG)
-    for emitted in decoder:
-        for _, token in emitted:
-            piece = flag.feed(stream.push(token))
-            if piece:
-                yield piece
-            if stream.stopped:
-                decoder.stop(0)
-    tail = flag.feed(stream.flush()) + flag.flush()
-    if tail:
-        yield tail
+    for _, piece in StreamedText(decoder, tok, strip_flag=True):
+        yield piece
 
 
 def clean_reply(text: str) -> str:
-    """What goes into the history: the reply without the seed's trailing ' </s>' or whitespace."""
+    """What goes into the history: the reply without the published format's trailing ' </s>' or whitespace."""
     text = text.rstrip()
     return text[: -len("</s>")].rstrip() if text.endswith("</s>") else text
 

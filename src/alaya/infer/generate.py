@@ -3,7 +3,7 @@
 One prefill over the padded prompts, then one token per step for every unfinished row. Each row has its
 own :class:`GenerationConfig` (the server batches requests with different settings): greedy when
 ``temperature == 0``, otherwise sampling with temperature, top-k and top-p from the row's own seeded
-generator, so a row's output does not depend on what else is in the batch. Banned token ids (the seed's
+generator, so a row's output does not depend on what else is in the batch. Banned token ids (the published
 ``bad_words_ids=[[3]]``) never come out; a row stops at ``eos_token_id``, after ``max_new_tokens``, or when
 the caller stops it (a stop string seen by :class:`alaya.infer.text.TextStream`, a client gone).
 """

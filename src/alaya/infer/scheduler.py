@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from alaya.infer.generate import BatchDecoder, GenerationConfig
-from alaya.infer.text import ReplyFilter, TextStream
-from alaya.prompt import OUTPUT_FLAG
+from alaya.infer.text import StreamedText
 
 
 class QueueFull(RuntimeError):
@@ -121,35 +120,15 @@ class Engine:
     def _decode(self, batch: list[Job]) -> None:
         self.stats["batches"] += 1
         decoder = BatchDecoder(self.model, [j.prompt_ids for j in batch], [j.cfg for j in batch])
-        streams = [TextStream(self.tok, j.cfg.stop) for j in batch]
-        flags = [ReplyFilter(OUTPUT_FLAG) if j.strip_flag else None for j in batch]
-
-        def send(row: int, piece: str) -> None:
-            if flags[row] is not None:
-                piece = flags[row].feed(piece)
-            if piece:
-                batch[row].emit(("text", piece))
-
-        for emitted in decoder:
-            for row, token in emitted:
-                send(row, streams[row].push(token))
-                if streams[row].stopped:
-                    decoder.stop(row)
-            for row, job in enumerate(batch):
-                if job.cancelled.is_set():
-                    decoder.stop(row, "cancelled")
+        text = StreamedText(decoder, self.tok, [j.strip_flag for j in batch],
+                            cancelled=lambda row: batch[row].cancelled.is_set())
+        for row, piece in text:
+            batch[row].emit(("text", piece))
         for row, job in enumerate(batch):
-            reason = decoder.finish_reason[row] or "length"
-            if reason != "cancelled":
-                send(row, streams[row].flush())
-                if flags[row] is not None:
-                    tail = flags[row].flush()
-                    if tail:
-                        job.emit(("text", tail))
-            job.raw_text = streams[row].text
+            job.raw_text = text.raw_text(row)
             job.new_ids = list(decoder.tokens[row])
             self.stats["tokens"] += len(decoder.tokens[row])
-            self._finish(job, reason, len(decoder.tokens[row]))
+            self._finish(job, decoder.finish_reason[row] or "length", len(decoder.tokens[row]))
 
 
 def asyncio_emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[[tuple], None]:

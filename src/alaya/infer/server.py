@@ -21,11 +21,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from alaya.infer.chat import TURN_STOP, build_prompt, clean_reply
+from alaya.infer.chat import build_prompt, clean_reply
 from alaya.infer.generate import GenerationConfig
 from alaya.infer.logprobs import openai_logprobs, sequence_logprobs
 from alaya.infer.scheduler import Engine, Job, QueueFull, asyncio_emitter
-from alaya.prompt import render_messages
+from alaya.prompt import TURN_STOP, check_history, render_messages
 
 CHAT_PAGE = (resources.files("alaya.infer") / "web" / "chat.html").read_text(encoding="utf-8")
 
@@ -251,9 +251,10 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
     @app.post("/qa", response_model=QAResponse, responses=ERROR_RESPONSES)
     async def qa(req: QARequest, request: Request):
         """The published api.py: instruction + history (user, assistant, ...) → output, org_output."""
-        if len(req.history) % 2:
-            raise APIError(400, f"history must alternate user and assistant turns (even length), got {len(req.history)}",
-                           param="history")
+        try:
+            check_history(req.history)
+        except ValueError as e:
+            raise APIError(400, str(e), param="history") from None
         max_new = min(QA_MAX_NEW_TOKENS, context // 2)
         prompt = build_prompt(tok, req.instruction, req.history, context, max_new)
         job = Job(prompt.ids, sampling(req, max_new, [TURN_STOP]), strip_flag=True)

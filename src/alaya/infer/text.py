@@ -6,7 +6,7 @@ stop string is held back too, so a streamed reply never shows part of a stop str
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 from alaya.tokenizer import AlayaTokenizer
 
@@ -91,3 +91,60 @@ class ReplyFilter:
             return ""
         self.decided = True
         return "" if self.flag.startswith(self.buf) else self.buf
+
+
+class StreamedText:
+    """The one way generated tokens become text, for every caller (chat, the server's scheduler, batch
+    inference): iterating gives ``(row, piece)`` as each row's text becomes certain; a row stops at its stop
+    strings; with ``strip_flag`` a row's leading ``### Output:\\t\\n`` is removed (:class:`ReplyFilter`);
+    ``cancelled(row)`` is asked after every step and stops a row (its held-back text is then dropped).
+    :meth:`texts` runs to the end and returns each row's whole text, cut at its stop string."""
+
+    def __init__(self, decoder, tokenizer: AlayaTokenizer, strip_flag: Sequence[bool] | bool = False,
+                 cancelled: Callable[[int], bool] | None = None):
+        from alaya.prompt import OUTPUT_FLAG
+
+        rows = len(decoder.cfgs)
+        strip = [strip_flag] * rows if isinstance(strip_flag, bool) else list(strip_flag)
+        self.decoder, self.tokenizer, self.cancelled = decoder, tokenizer, cancelled
+        self.streams = [TextStream(tokenizer, cfg.stop) for cfg in decoder.cfgs]
+        self.flags = [ReplyFilter(OUTPUT_FLAG) if s else None for s in strip]
+
+    def _filtered(self, row: int, piece: str) -> str:
+        flag = self.flags[row]
+        return flag.feed(piece) if flag is not None and piece else piece
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        d = self.decoder
+        for emitted in d:
+            for row, token in emitted:
+                piece = self._filtered(row, self.streams[row].push(token))
+                if piece:
+                    yield row, piece
+                if self.streams[row].stopped:
+                    d.stop(row)
+            if self.cancelled is not None:
+                for row in range(len(self.streams)):
+                    if d.finish_reason[row] is None and self.cancelled(row):
+                        d.stop(row, "cancelled")
+        for row, stream in enumerate(self.streams):
+            if d.finish_reason[row] == "cancelled":
+                continue
+            tail = self._filtered(row, stream.flush())
+            if self.flags[row] is not None:
+                tail += self.flags[row].flush()
+            if tail:
+                yield row, tail
+
+    def raw_text(self, row: int) -> str:
+        """Everything the row generated as text (the flag included), cut at a stop string."""
+        return self.streams[row].text
+
+    def texts(self) -> list[str]:
+        if not any(s.stop_strings for s in self.streams) and not any(self.flags) and self.cancelled is None:
+            for _ in self.decoder:  # nothing to watch while decoding: decode each row once at the end
+                pass
+            return [self.tokenizer.decode(ids) for ids in self.decoder.tokens]
+        for _ in self:
+            pass
+        return [self.raw_text(r) for r in range(len(self.streams))]

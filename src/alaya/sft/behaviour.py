@@ -10,7 +10,8 @@ from alaya.sft.refusals import is_refusal
 def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 1) -> list[str]:
     """The reply to each prompt as a chat user sees it (no output flag, cut before a new turn); prompts are
     decoded ``batch_size`` at a time (left-padded batches give each row what it gets alone)."""
-    from alaya.infer.chat import TURN_STOP, build_prompt, clean_reply
+    from alaya.infer.chat import build_prompt, clean_reply
+    from alaya.prompt import TURN_STOP
     from alaya.infer.generate import GenerationConfig, generate
     from alaya.prompt import OUTPUT_FLAG
 
