@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Sequence
 
+from alaya.configfile import nested_overrides
+
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
@@ -38,7 +40,7 @@ def cmd_model_init(args: argparse.Namespace) -> int:
     from alaya.model.mpt import AlayaForCausalLM
     from alaya.tokenizer import AlayaTokenizer
 
-    overrides = dict(_parse_override(o) for o in args.set)
+    overrides = nested_overrides(args.set)
     config = preset(args.preset, **overrides)
     torch.manual_seed(args.seed)
     model = AlayaForCausalLM(config)
@@ -156,7 +158,7 @@ def cmd_data_curate(args: argparse.Namespace) -> int:
 def cmd_data_stage(args: argparse.Namespace) -> int:
     from alaya.data.curate import run_single_stage
 
-    entry = {"stage": args.stage_name, **dict(_parse_override(o) for o in args.set)}
+    entry = {"stage": args.stage_name, **nested_overrides(args.set)}
     for key in ("model", "threshold", "level", "keep", "edit_threshold", "num_perm"):
         if getattr(args, key, None) is not None:
             entry[key] = getattr(args, key)
@@ -235,15 +237,6 @@ def _is_preset(name: str) -> bool:
     return name in PRESETS
 
 
-def _parse_override(text: str) -> tuple[str, object]:
-    import yaml
-
-    if "=" not in text:
-        raise SystemExit(f"override '{text}' must look like key=value")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="alaya", formatter_class=_formatter,
@@ -306,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_infer)
 
     c = sub.add_parser("chat", formatter_class=_formatter, help="multi-turn chat in the terminal",
-                       description="A chat REPL in the seed's prompt format, streaming the reply. History is trimmed by tokens to\n"
+                       description="A chat REPL in the published prompt format, streaming the reply. History is trimmed by tokens to\n"
                                    "fit the context. Commands: /reset, /system TEXT, /exit. Works with piped input too.",
                        epilog="examples:\n  alaya chat alaya-quickstart/model\n"
                               "  alaya chat MODEL --adapter my-lora --temperature 0.7\n  echo 你好 | alaya chat MODEL --temperature 0")
@@ -337,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_serve)
 
     pt = sub.add_parser("pretrain", formatter_class=_formatter, help="pretrain an MPT model from a YAML config",
-                        description="Train with the seed's recipe: Decoupled AdamW, warmup + cosine, clipping, bf16, checkpoints.\n"
+                        description="Train with the published recipe: Decoupled AdamW, warmup + cosine, clipping, bf16, checkpoints.\n"
                                     "The run folder gets config.yaml, metrics.jsonl, checkpoints/ and final/ (a model folder).\n"
                                     "Several processes: torchrun --nproc_per_node N -m alaya.cli pretrain ... (DDP or FSDP2).",
                         epilog="examples:\n  alaya pretrain --config configs/pretrain/tiny.yaml\n"
@@ -470,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_data_report)
 
     mx = dsub.add_parser("mix", formatter_class=_formatter, help="token counts by language and type → mixture weights",
-                         description="Per-source sampling weights that hit the seed's token shares (or as close as the data allow with\n"
+                         description="Per-source sampling weights that hit the published token shares (or as close as the data allow with\n"
                                      "at most --max-epochs repetitions), written as JSON for `alaya pretrain data.mixture=FILE`.",
                          epilog="example:\n  alaya data mix --input curated/stages/07-type/data --output mixture.json --tokenizer tok")
     mx.add_argument("--input", nargs="+", required=True)

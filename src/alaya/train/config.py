@@ -7,13 +7,12 @@ a key the defaults do not know is an error naming it (a typo never silently does
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import yaml
 
-from alaya.configfile import read_yaml_mapping
+from alaya.configfile import ConfigError, parse_override, read_yaml_mapping  # noqa: F401 (re-exported)
 
 PRETRAIN_DEFAULTS: dict[str, Any] = {
     "run_dir": "runs/pretrain",
@@ -46,13 +45,6 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
-    pass
-
-
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
 def _merge(base: dict, new: dict, where: str, open_keys: set[str]) -> dict:
     out = copy.deepcopy(base)
     for key, value in new.items():
@@ -64,22 +56,6 @@ def _merge(base: dict, new: dict, where: str, open_keys: set[str]) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key.sub=value")
-    key, value = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{text}': bad key '{key}'")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override '{text}': value is not valid YAML: {e}") from None
-    if isinstance(parsed, str) and _FLOAT.fullmatch(parsed.strip()):
-        parsed = float(parsed)  # YAML 1.1 reads 3e-4 (no dot) as a string
-    return key.split("."), parsed
 
 
 def load_config(
