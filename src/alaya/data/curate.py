@@ -25,7 +25,7 @@ from alaya.configfile import read_yaml_mapping, settings_changes
 from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, plan_shards
 from alaya.fileio import write_json_atomic
 from alaya.data.engine import data_parts, finish_stage, make_engine, run_document_shard
-from alaya.data.mixture import SEED_LANG, SEED_TYPE, mixture_weights
+from alaya.data.mixture import ALAYA_RECIPE_LANG, ALAYA_RECIPE_TYPE, mixture_weights
 from alaya.data.stages import build_stage
 
 DEFAULT_PIPELINE: list[dict[str, Any]] = [
@@ -117,8 +117,8 @@ def run_curate(config: str | None, inputs: Sequence[str], output: str, engine: s
     empty = _emptied_by(manifests, len(files))
     mixture = None
     if empty is None:
-        types = mix_cfg.get("type", SEED_TYPE)  # null or "available": only the language shares are controlled
-        mixture = mixture_weights(stats["tokens"], mix_cfg.get("lang", SEED_LANG),
+        types = mix_cfg.get("type", ALAYA_RECIPE_TYPE)  # null or "available": only the language shares are controlled
+        mixture = mixture_weights(stats["tokens"], mix_cfg.get("lang", ALAYA_RECIPE_LANG),
                                   None if types in (None, "available") else types,
                                   mix_cfg.get("max_epochs", 4.0), mix_cfg.get("total_tokens"))
         mixture["token_count"] = stats["token_count"]
@@ -220,7 +220,7 @@ def run_mix(inputs: Sequence[str], output: str, tokenizer: str | None = None, ma
     """Token counts of curated documents → mixture.json (weights for ``alaya pretrain data.mixture``)."""
     files = expand_paths(inputs)
     stats = collect_stats(make_engine("local", processes), files, tokenizer)
-    mixture = mixture_weights(stats["tokens"], SEED_LANG, SEED_TYPE, max_epochs, total_tokens)
+    mixture = mixture_weights(stats["tokens"], ALAYA_RECIPE_LANG, ALAYA_RECIPE_TYPE, max_epochs, total_tokens)
     mixture["token_count"] = stats["token_count"]
     write_json_atomic(Path(output), mixture)
     return mixture

@@ -1,6 +1,6 @@
 """Token-ratio mixing: token counts per (language, type) and target shares → per-source sampling weights.
 
-Target share of a source ``lang-type``: the language's share times the type's share (the seed publishes
+Target share of a source ``lang-type``: the language's share times the type's share (the published recipe gives
 both marginals, DESIGN.md section 4), code as one source; shares of sources that have no tokens are
 spread over the rest (renormalised). The token budget is the largest one in which no source is repeated
 more than ``max_epochs`` times (optionally capped by ``total_tokens``); then every source is drawn exactly
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-SEED_LANG = {"en": 0.567, "zh": 0.317, "code": 0.097, "other": 0.019}
-SEED_TYPE = {"news": 0.392, "encyclopedia": 0.254, "books": 0.153, "forum": 0.078, "academic": 0.070, "others": 0.052}
+ALAYA_RECIPE_LANG = {"en": 0.567, "zh": 0.317, "code": 0.097, "other": 0.019}
+ALAYA_RECIPE_TYPE = {"news": 0.392, "encyclopedia": 0.254, "books": 0.153, "forum": 0.078, "academic": 0.070, "others": 0.052}
 
 
 def target_shares(lang: Mapping[str, float], types: Mapping[str, float] | None,
@@ -45,8 +45,8 @@ def target_shares(lang: Mapping[str, float], types: Mapping[str, float] | None,
     return {n: (v / total if sources[n] > 0 else 0.0) for n, v in out.items()}
 
 
-def mixture_weights(tokens: Mapping[str, int], lang: Mapping[str, float] = SEED_LANG,
-                    types: Mapping[str, float] | None = SEED_TYPE, max_epochs: float = 4.0,
+def mixture_weights(tokens: Mapping[str, int], lang: Mapping[str, float] = ALAYA_RECIPE_LANG,
+                    types: Mapping[str, float] | None = ALAYA_RECIPE_TYPE, max_epochs: float = 4.0,
                     total_tokens: float | None = None) -> dict:
     if max_epochs <= 0:
         raise ValueError(f"max_epochs must be > 0, got {max_epochs}")
