@@ -103,3 +103,38 @@ def test_paired_bootstrap_sees_a_real_difference_and_not_a_null_one():
     assert d["diff"] == pytest.approx(0.3) and d["ci_low"] > 0.15 and d["p"] < 0.01
     noise = paired_bootstrap([1.0, 0.0] * 50, [0.0, 1.0] * 50)
     assert noise["diff"] == 0 and noise["p"] == 1.0
+
+
+def test_an_interrupted_eval_resumes_at_the_task_it_was_in(model_dir, tmp_path, monkeypatch, capsys):
+    from alaya.eval import run as eval_run
+
+    docs = tmp_path / "heldout.jsonl"
+    docs.write_text("".join(json.dumps({"text": t, "meta": {"lang": "en"}}) + "\n" for t in ("Hello world.", "More text.")))
+    heldout = _heldout(tmp_path)
+    out = tmp_path / "out"
+    args = ["eval", str(model_dir), "--task", f"perplexity={docs}", f"identity={heldout}", "--output", str(out),
+            "--no-progress"]
+    real = eval_run.Evaluator._run_behaviour
+
+    def killed(self, spec, rows):
+        raise KeyboardInterrupt  # the job dies in its second task
+
+    monkeypatch.setattr(eval_run.Evaluator, "_run_behaviour", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert (out / "partial" / "00-perplexity.json").is_file() and not (out / "results.json").exists()
+
+    def no_rerun(self, spec, docs):
+        raise AssertionError("perplexity was finished before the interruption")
+
+    monkeypatch.setattr(eval_run.Evaluator, "_run_behaviour", real)
+    monkeypatch.setattr(eval_run.Evaluator, "_run_perplexity", no_rerun)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "perplexity: done earlier" in capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert {"perplexity", "identity"} <= set(res["results"])
+    # other settings do not reuse the saved task
+    monkeypatch.setattr(eval_run.Evaluator, "_run_perplexity", no_rerun)
+    with pytest.raises(AssertionError, match="finished before"):
+        main(args + ["--limit", "1"])

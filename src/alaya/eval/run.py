@@ -3,9 +3,15 @@
 A task name is one of :data:`TASKS`; ``NAME:SUB1,SUB2`` keeps some subjects, ``NAME=PATH`` reads another
 file (perplexity: any reader input; identity / refusal / over_refusal: a held-out JSONL file or the SFT
 run folder whose ``generated/`` holds it).
+
+With ``--output``, each finished task is saved at once in ``OUTPUT/partial/``; a rerun of the same command
+takes the tasks finished with the same model files and settings from there, so an interrupted evaluation
+resumes at the task it was in.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +26,7 @@ from alaya.eval.perplexity import read_heldout, score_documents
 from alaya.eval.results import (finish_results, group_entry, mean_with_stderr, write_outputs)
 from alaya.eval.scorer import Scorer
 from alaya.eval.sources import EvalDataError, default_data_dir, json_lines
+from alaya.fileio import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,11 @@ class Evaluator:
             k = info.shots if self.s.shots is None else self.s.shots
             self.loaded[n] = getattr(self, f"_load_{info.kind}")(spec, k)
 
-    def run(self, model, tok, specs: list[TaskSpec]) -> tuple[dict, list[dict]]:
+    def run(self, model, tok, specs: list[TaskSpec], partial: Path | None = None,
+            identity: str = "") -> tuple[dict, list[dict]]:
+        """Every task in turn. With ``partial`` (a folder), each finished task is saved there at once, and a
+        task saved earlier with the same model (``identity``), task and settings is taken from there: an
+        interrupted evaluation resumes at the task it was in."""
         self.model, self.tok = model, tok
         self.scorer = Scorer(model, tok, batch_size=self.s.batch_size, progress=self.s.progress)
         if len(self.loaded) != len(specs):
@@ -129,24 +140,39 @@ class Evaluator:
         for n, spec in enumerate(specs):
             info = TASKS[spec.name]
             k = info.shots if self.s.shots is None else self.s.shots
-            t0 = time.perf_counter()
-            method = getattr(self, f"_run_{info.kind}")
-            per_subject, group, task_samples = method(spec, self.loaded[n])
-            for sm in task_samples:
-                sm["task"] = spec.name
+            key = self._task_key(spec, k, identity)
+            saved = partial / f"{n:02d}-{spec.name}.json" if partial else None
+            done = json.loads(saved.read_text(encoding="utf-8")) if saved and saved.is_file() else None
+            if done and done.get("key") == key:
+                per_subject, group, task_samples, config = done["per_subject"], done["group"], done["samples"], done["config"]
+                print(f"{spec.name}: done earlier ({saved})", file=sys.stderr)
+            else:
+                t0 = time.perf_counter()
+                per_subject, group, task_samples = getattr(self, f"_run_{info.kind}")(spec, self.loaded[n])
+                for sm in task_samples:
+                    sm["task"] = spec.name
+                config = {"task": spec.name, "output_type": info.kind, "num_fewshot": k, "description": info.about,
+                          "metric": MAIN_METRIC[info.kind],
+                          "higher_is_better": info.higher_is_better and info.kind != "perplexity",
+                          "subjects": spec.subjects, "path": spec.path, "limit": self.s.limit,
+                          "seconds": round(time.perf_counter() - t0, 2)}
+                if saved:
+                    write_json_atomic(saved, {"key": key, "per_subject": per_subject, "group": group,
+                                              "samples": task_samples, "config": config})
             samples += task_samples
             subtasks[spec.name] = list(per_subject)
             results.update(per_subject)
             results[spec.name] = groups[spec.name] = group
-            configs[spec.name] = {"task": spec.name, "output_type": info.kind, "num_fewshot": k,
-                                  "description": info.about, "metric": MAIN_METRIC[info.kind],
-                                  "higher_is_better": info.higher_is_better and info.kind != "perplexity",
-                                  "subjects": spec.subjects, "path": spec.path, "limit": self.s.limit,
-                                  "seconds": round(time.perf_counter() - t0, 2)}
+            configs[spec.name] = config
             print(f"{spec.name}: {group.get(MAIN_METRIC[info.kind] + ',none', float('nan')):.4f} "
                   f"({MAIN_METRIC[info.kind]}, {len(task_samples)} items, {configs[spec.name]['seconds']} s)",
                   file=sys.stderr)
         return finish_results(results, groups, subtasks, configs), samples
+
+    def _task_key(self, spec: TaskSpec, shots: int, identity: str) -> str:
+        what = {"model": identity, "task": spec.name, "subjects": spec.subjects, "path": spec.path, "shots": shots,
+                "limit": self.s.limit, "max_new_tokens": self.s.max_new_tokens, "data": str(self.root.resolve())}
+        return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
     # ------------------------------------------------------------------------------ multiple choice
     def _load_mc(self, spec: TaskSpec, k: int) -> dict[str, list]:
@@ -328,6 +354,18 @@ def heldout_file(task: str, given: str | None, adapter: str | None) -> Path:
                         f"{task}=SFT_RUN_DIR (the files `alaya sft identity/refusals` write)")
 
 
+def model_identity(model_path: str, adapter: str | None, device: str, dtype: str) -> str:
+    """What the saved results of a task depend on besides the task: the files of the model (and adapter), by
+    name, size and modification time, and where and in what precision it runs."""
+    parts = [device, dtype]
+    for folder in (model_path, adapter):
+        if folder:
+            p = Path(folder).resolve()
+            parts.append(str(p))
+            parts += [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(p.iterdir()) if f.is_file()]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()
+
+
 def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, settings: EvalSettings | None = None,
              output: str | None = None, device: str | None = None, dtype: str = "auto") -> dict:
     from alaya.infer.loading import load_for_inference
@@ -338,7 +376,9 @@ def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, sett
     ev.load_data(specs)  # inputs first, before the model loads
     t0 = time.time()
     model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype)
-    results, samples = ev.run(model, tok, specs)
+    partial = Path(output) / "partial" if output else None
+    results, samples = ev.run(model, tok, specs, partial, model_identity(model_path, adapter, str(model.device),
+                                                                          str(next(model.parameters()).dtype)))
     results["config"] = {"model": "alaya", "model_args": f"pretrained={model_path}" + (f",adapter={adapter}" if adapter else ""),
                          "batch_size": settings.batch_size, "limit": settings.limit, "device": str(model.device),
                          "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
