@@ -28,6 +28,9 @@ def test_tokenize_groups_by_source_separates_documents_and_is_deterministic(tmp_
     one = tokenize_to_shards(inputs, tok_dir, tmp_path / "one", heldout_fraction=0.2, processes=1, progress=False)
     tokenize_to_shards(inputs, tok_dir, tmp_path / "two", heldout_fraction=0.2, processes=2, progress=False)
     assert _tree(tmp_path / "one") == _tree(tmp_path / "two")  # the process count does not change the bytes
+    pytest.importorskip("ray")
+    tokenize_to_shards(inputs, tok_dir, tmp_path / "ray", heldout_fraction=0.2, processes=2, progress=False, engine="ray")
+    assert _tree(tmp_path / "ray") == _tree(tmp_path / "one")  # on the data engine's Ray backend: the same bytes
     assert set(one["sources"]) == {"en-news", "zh-news"} and one["documents"] == 60 and one["quarantined"] == 1
     assert one["dtype"] == "uint16"
     tok = AlayaTokenizer.load(tok_dir)

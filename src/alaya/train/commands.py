@@ -37,7 +37,8 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
 
     index = tokenize_to_shards(args.input, args.tokenizer, args.output, group_by=args.group_by,
                                heldout_fraction=args.heldout_fraction, shard_tokens=args.shard_tokens,
-                               processes=args.processes, shard_mb=args.shard_mb)
+                               processes=args.processes, shard_mb=args.shard_mb, engine=args.engine,
+                               address=args.ray_address)
     summary = {name: {sp: v[sp]["tokens"] for sp in v} for name, v in index["sources"].items()}
     print(json.dumps({"output": args.output, "documents": index["documents"], "quarantined": index["quarantined"],
                       "tokens": summary}, indent=1))
@@ -104,5 +105,7 @@ def add_tokenize_parser(dsub, formatter) -> None:
     tk.add_argument("--shard-tokens", type=int, default=1 << 27, help="tokens per shard file (default: %(default)s)")
     tk.add_argument("--shard-mb", type=float, default=64,
                     help="a plain JSONL input above 1.5x this many MB is split at line starts over processes (default: %(default)s)")
-    tk.add_argument("--processes", type=int, default=None, help="worker processes (default: one per core)")
+    tk.add_argument("--processes", type=int, default=None, help="worker processes / Ray CPUs (default: one per core)")
+    tk.add_argument("--engine", default="local", choices=["local", "ray"], help="local processes (default) or Ray, as curation")
+    tk.add_argument("--ray-address", default=None, help="a Ray cluster ('auto' inside one); default: a local Ray")
     tk.set_defaults(func=cmd_data_tokenize)

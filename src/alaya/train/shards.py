@@ -7,7 +7,8 @@
                                                       document followed by </s>
     OUT/{source}/{split}-{task:05d}-{part:03d}.idx.npy  end offset of every document in that shard (int64)
     OUT/tasks/{task:05d}.json           one per input file: its shards; written last (atomic), so a rerun
-                                        skips finished inputs and redoes a killed one
+                                        skips finished inputs and redoes a killed one (the same task markers
+                                        as a curation stage's; the tasks run on alaya.data.engine, local or Ray)
 
 The source of a document is ``meta`` fields joined (default ``lang-type``, e.g. ``en-news``; ``unknown``
 when absent); a stable hash of the document id sends ``heldout_fraction`` of the documents to the
@@ -21,18 +22,17 @@ import json
 import os
 import re
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from alaya.configfile import settings_changes
 from alaya.fileio import write_json_atomic
 
 from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, is_heldout, plan_shards, read_documents
+from alaya.data.engine import make_engine
 from alaya.tokenizer import AlayaTokenizer
 from alaya.train.data import token_dtype
 
@@ -127,9 +127,12 @@ def tokenize_to_shards(
     processes: int | None = None,
     progress: bool = True,
     shard_mb: float = DEFAULT_SHARD_MB,
+    engine: str = "local",
+    address: str | None = None,
 ) -> dict:
     """Tokenize every input file (resumable, parallel, deterministic) and write the index. One task per
-    file, or per line-aligned range of about ``shard_mb`` MB of a large plain JSONL file."""
+    file, or per line-aligned range of about ``shard_mb`` MB of a large plain JSONL file, run on the data
+    room's engine (local processes, or Ray with ``engine="ray"``), as the curation stages are."""
     files = expand_paths(inputs)
     out = Path(output)
     (out / "tasks").mkdir(parents=True, exist_ok=True)
@@ -154,18 +157,10 @@ def tokenize_to_shards(
             for i, f in enumerate(tasks) if i not in done]
     if done:
         print(f"{len(done)} of {len(tasks)} inputs already tokenized in {out}; {len(todo)} to go", file=sys.stderr)
-    processes = processes or min(len(todo), os.cpu_count() or 1) or 1
-    with tqdm(total=len(tasks), initial=len(done), desc="tokenize", unit=" shards", disable=not progress) as bar:
-        if processes == 1 or len(todo) <= 1:
-            results = map(_tokenize_task, todo)
-            for rec in results:
-                done[rec["task"]] = rec
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(processes) as pool:
-                for rec in pool.map(_tokenize_task, todo):
-                    done[rec["task"]] = rec
-                    bar.update(1)
+    if todo:
+        eng = make_engine(engine, processes or min(len(todo), os.cpu_count() or 1) or 1, address)
+        for rec in eng.map(_tokenize_task, todo, desc="tokenize" if progress else ""):
+            done[rec["task"]] = rec
     index = {"version": 1, "dtype": str(token_dtype(tok.vocab_size)), "eos_id": tok.eos_id,
              "vocab_size": tok.vocab_size, "tokenizer": str(Path(tokenizer_dir).resolve()),
              "group_by": list(group_by), "heldout_fraction": heldout_fraction,
