@@ -25,6 +25,7 @@ from alaya.configfile import read_yaml_mapping, settings_changes
 from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, plan_shards
 from alaya.fileio import write_json_atomic
 from alaya.data.engine import data_parts, finish_stage, make_engine, run_document_shard
+from alaya.data.stages.base import CorpusStage
 from alaya.data.mixture import ALAYA_RECIPE_LANG, ALAYA_RECIPE_TYPE, mixture_weights
 from alaya.data.stages import build_stage
 
@@ -73,7 +74,7 @@ def run_stage(stage, engine, inputs: Sequence[str], out: Path, shard_mb: float =
     out.mkdir(parents=True, exist_ok=True)
     inputs = plan_shards(inputs, int(shard_mb * 2**20))
     t0 = time.perf_counter()
-    if not getattr(stage, "per_document", True):
+    if isinstance(stage, CorpusStage):
         return stage.run(engine, list(inputs), out)
     tasks = [{"stage": stage, "input": src, "output": str(out), "part": f"{i:05d}"} for i, src in enumerate(inputs)]
     counts = engine.map(run_document_shard, tasks, desc=stage.name)

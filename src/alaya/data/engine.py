@@ -208,15 +208,17 @@ def run_document_shard(task: dict) -> dict:
     return counts
 
 
-def finish_stage(out: Path, name: str, shard_counts: list[dict], extra: dict | None = None) -> dict:
-    """Sum the shard counts into manifest.json, checking in == kept + removed + quarantined."""
+def finish_stage(out: Path, name: str, shard_counts: list[dict], extra: dict | None = None,
+                 summed: tuple[str, ...] = ()) -> dict:
+    """Sum the shard counts into manifest.json, checking in == kept + removed + quarantined; the stage's own
+    counters named in ``summed`` are summed too."""
     total = {"stage": name, "in": 0, "kept": 0, "removed": 0, "quarantined": 0, "reasons": {}, "bytes_in": 0,
              "shards": len(shard_counts), "seconds": 0.0}
     for c in shard_counts:
         for k in ("in", "kept", "removed", "quarantined", "bytes_in"):
             total[k] += c.get(k, 0)
         total["seconds"] += c.get("seconds", 0.0)
-        for k in ("paragraphs_removed",):
+        for k in summed:
             if k in c:
                 total[k] = total.get(k, 0) + c[k]
         for r, n in c.get("reasons", {}).items():

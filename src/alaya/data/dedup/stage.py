@@ -35,6 +35,7 @@ from alaya.data.dedup.minhash import MinHasher, band_keys, jaccard, lsh_params, 
 from alaya.data.documents import Document, Quarantine
 from alaya.fileio import write_json_atomic
 from alaya.data.engine import PartWriter, finish_stage, quarantine_sink, read_shard, removal_record
+from alaya.data.stages.base import CorpusStage
 
 _PARA_SPLIT = re.compile(r"\n\s*\n")
 
@@ -57,9 +58,12 @@ def _exact_key(text: str) -> tuple[int, int]:
     return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
 
 
-class _DedupBase:
-    per_document = False
+class _DedupBase(CorpusStage):
+    """The phases of both dedup stages; what differs (keys, partitions, candidates, verification, the
+    removal reason) is a method each subclass gives, so no phase asks which stage it runs."""
+
     name = "dedup"
+    removal_reason = "duplicate"
 
     def __init__(self, keep: str = "first", level: str = "document", min_paragraph_chars: int = 50,
                  partitions: int = 8, verify_chunk: int = 20000):
@@ -77,6 +81,17 @@ class _DedupBase:
     def n_key_columns(self) -> int:
         raise NotImplementedError
 
+    def partition_count(self) -> int:
+        return max(1, self.partitions)
+
+    def partition_pairs(self, work: Path, shards: list[str], offsets: list[int], g: int, P: int) -> np.ndarray:
+        """Candidate pairs (global unit ids) of reduce partition ``g`` of ``P``."""
+        raise NotImplementedError
+
+    def verify(self, pairs: np.ndarray, text) -> np.ndarray:
+        """A boolean per candidate pair: a real duplicate. ``text(unit_id)`` gives a unit's text."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ driver
     def run(self, engine, inputs: list[str], out: Path) -> dict:
         t0 = time.perf_counter()
@@ -88,7 +103,7 @@ class _DedupBase:
         n_units = [m["units"] for m in maps]
         offsets = np.concatenate([[0], np.cumsum(n_units)]).astype(np.int64)
         N = int(offsets[-1])
-        P = max(1, min(self.partitions, self.n_key_columns())) if isinstance(self, FuzzyDedup) else max(1, self.partitions)
+        P = self.partition_count()
         red = engine.map(_reduce_task, [{"stage": self, "work": str(work), "shards": shards, "offsets": offsets.tolist(),
                                          "partition": g, "partitions": P} for g in range(P)], desc=f"{self.name} candidates")
         pairs = unique_pairs(np.concatenate([np.load(r) for r in red])) if red else np.zeros((0, 2), np.int64)
@@ -109,7 +124,7 @@ class _DedupBase:
         extra = {"candidate_pairs": int(len(pairs)), "verified_pairs": int(len(edges)), "units": N,
                  "clusters_with_duplicates": int(len(np.unique(labels[kept != np.arange(N)]))) if N else 0,
                  "level": self.level, "wall_seconds": round(time.perf_counter() - t0, 3)}
-        manifest = finish_stage(out, self.name, counts, extra)
+        manifest = finish_stage(out, self.name, counts, extra, summed=("paragraphs_removed",))
         shutil.rmtree(work, ignore_errors=True)
         return manifest
 
@@ -124,6 +139,22 @@ class ExactDedup(_DedupBase):
     """Documents (or paragraphs) whose normalised text is identical: one is kept."""
 
     name = "exact_dedup"
+    removal_reason = "exact_duplicate"
+
+    def partition_pairs(self, work, shards, offsets, g, P):
+        hs, ids = [], []  # the hashes whose value falls in this partition
+        for i, p in enumerate(shards):
+            k = np.load(work / f"keys-{p}.npy")
+            sel = (k[:, 0] % np.uint64(P)) == np.uint64(g)
+            hs.append(k[sel])
+            ids.append(np.arange(offsets[i], offsets[i + 1], dtype=np.int64)[sel])
+        keys = np.concatenate(hs) if hs else np.zeros((0, 2), np.uint64)
+        gid = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        combined = keys[:, :1] ^ (keys[:, 1:] * np.uint64(0x9E3779B97F4A7C15))
+        return candidate_pairs(combined, gid, max_bucket=2)  # star + chain for any group: linear
+
+    def verify(self, pairs, text):
+        return np.array([self.equal(text(int(i)), text(int(j))) for i, j in pairs], dtype=bool)
 
     def unit_keys(self, texts):
         keys = np.array([_exact_key(t) for t in texts], dtype=np.uint64).reshape(len(texts), 2)
@@ -140,6 +171,7 @@ class FuzzyDedup(_DedupBase):
     """MinHash + LSH candidates verified by edit distance (see the module docstring)."""
 
     name = "fuzzy_dedup"
+    removal_reason = "near_duplicate"
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, char_ngram: int = 5,
                  edit_threshold: float = 0.7, verify: str = "both", bands: int | None = None, rows: int | None = None,
@@ -147,7 +179,7 @@ class FuzzyDedup(_DedupBase):
         super().__init__(**kw)
         if verify not in ("both", "edit", "jaccard"):
             raise ValueError(f"verify must be both, edit or jaccard, got {verify!r}")
-        self.verify = verify
+        self.verify_by = verify
         if bands is None or rows is None:
             # candidates are verified, so a missed pair costs more than a false one: weigh recall
             bands, rows = lsh_params(threshold, num_perm, fp_weight=0.05, fn_weight=0.95)
@@ -164,6 +196,44 @@ class FuzzyDedup(_DedupBase):
 
     def n_key_columns(self):
         return self.bands
+
+    def partition_count(self) -> int:
+        return max(1, min(self.partitions, self.n_key_columns()))
+
+    def partition_pairs(self, work, shards, offsets, g, P):
+        cols = list(range(g, self.bands, P))  # this task's bands, from every shard
+        parts, ids = [], []
+        for i, p in enumerate(shards):
+            k = np.load(work / f"keys-{p}.npy", mmap_mode="r")
+            parts.append(np.asarray(k[:, cols]))
+            ids.append(np.arange(offsets[i], offsets[i + 1], dtype=np.int64))
+        keys = np.concatenate(parts) if parts else np.zeros((0, len(cols)), np.uint64)
+        gid = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        valid = keys[:, 0] != 0 if keys.shape[1] else np.zeros(0, bool)
+        return candidate_pairs(keys[valid], gid[valid], self.max_bucket)
+
+    def verify(self, pairs, text):
+        ok = np.ones(len(pairs), dtype=bool)
+        if not len(pairs):
+            return ok
+        if self.verify_by in ("both", "jaccard"):
+            hasher = MinHasher(self.num_perm, self.ngram, self.char_ngram, self.seed)
+            shingles: dict[int, np.ndarray] = {}
+            for k, (i, j) in enumerate(pairs.tolist()):
+                for u in (i, j):
+                    if u not in shingles:
+                        shingles[u] = hasher.shingles(text(u))
+                ok[k] = jaccard(shingles[i], shingles[j]) >= self.threshold
+        if self.verify_by in ("both", "edit") and ok.any():
+            from rapidfuzz.distance import Levenshtein
+            from rapidfuzz.process import cpdist
+
+            sel = np.nonzero(ok)[0]
+            a = [normalize_for_hash(text(int(i))) for i in pairs[sel, 0]]
+            b = [normalize_for_hash(text(int(j))) for j in pairs[sel, 1]]
+            sims = cpdist(a, b, scorer=Levenshtein.normalized_similarity, score_cutoff=self.edit_threshold, workers=1)
+            ok[sel] = np.asarray(sims) >= self.edit_threshold
+        return ok
 
     def similar(self, a: str, b: str) -> bool:
         from rapidfuzz.distance import Levenshtein
@@ -213,29 +283,7 @@ def _reduce_task(t: dict) -> str:
     path = work / f"pairs-{g:04d}.npy"
     if path.exists():
         return str(path)
-    offsets = t["offsets"]
-    if isinstance(stage, FuzzyDedup):
-        cols = list(range(g, stage.bands, P))  # this task's bands, from every shard
-        parts, ids = [], []
-        for i, p in enumerate(t["shards"]):
-            k = np.load(work / f"keys-{p}.npy", mmap_mode="r")
-            parts.append(np.asarray(k[:, cols]))
-            ids.append(np.arange(offsets[i], offsets[i + 1], dtype=np.int64))
-        keys = np.concatenate(parts) if parts else np.zeros((0, len(cols)), np.uint64)
-        gid = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-        valid = keys[:, 0] != 0 if keys.shape[1] else np.zeros(0, bool)
-        pairs = candidate_pairs(keys[valid], gid[valid], stage.max_bucket)
-    else:  # exact: the hashes whose value falls in this partition
-        hs, ids = [], []
-        for i, p in enumerate(t["shards"]):
-            k = np.load(work / f"keys-{p}.npy")
-            sel = (k[:, 0] % np.uint64(P)) == np.uint64(g)
-            hs.append(k[sel])
-            ids.append(np.arange(offsets[i], offsets[i + 1], dtype=np.int64)[sel])
-        keys = np.concatenate(hs) if hs else np.zeros((0, 2), np.uint64)
-        gid = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-        combined = keys[:, :1] ^ (keys[:, 1:] * np.uint64(0x9E3779B97F4A7C15))
-        pairs = candidate_pairs(combined, gid, max_bucket=2)  # star + chain for any group: linear
+    pairs = stage.partition_pairs(work, t["shards"], t["offsets"], g, P)
     tmp = work / f".pairs-{g:04d}.tmp.npy"
     np.save(tmp, pairs)
     os.replace(tmp, path)
@@ -276,30 +324,7 @@ def _verify_task(t: dict) -> np.ndarray:
     path = work / f"verified-{t['chunk']:05d}.npy"
     if path.exists():
         return np.load(path)
-    text = _UnitTexts(stage, work, t["shards"], t["offsets"])
-    ok = np.zeros(len(pairs), dtype=bool)
-    if isinstance(stage, FuzzyDedup) and len(pairs):
-        ok[:] = True
-        if stage.verify in ("both", "jaccard"):
-            hasher = MinHasher(stage.num_perm, stage.ngram, stage.char_ngram, stage.seed)
-            shingles: dict[int, np.ndarray] = {}
-            for k, (i, j) in enumerate(pairs.tolist()):
-                for u in (i, j):
-                    if u not in shingles:
-                        shingles[u] = hasher.shingles(text(u))
-                ok[k] = jaccard(shingles[i], shingles[j]) >= stage.threshold
-        if stage.verify in ("both", "edit") and ok.any():
-            from rapidfuzz.distance import Levenshtein
-            from rapidfuzz.process import cpdist
-
-            sel = np.nonzero(ok)[0]
-            a = [normalize_for_hash(text(int(i))) for i in pairs[sel, 0]]
-            b = [normalize_for_hash(text(int(j))) for j in pairs[sel, 1]]
-            sims = cpdist(a, b, scorer=Levenshtein.normalized_similarity, score_cutoff=stage.edit_threshold, workers=1)
-            ok[sel] = np.asarray(sims) >= stage.edit_threshold
-    else:
-        for k, (i, j) in enumerate(pairs):
-            ok[k] = stage.equal(text(int(i)), text(int(j)))
+    ok = stage.verify(pairs, _UnitTexts(stage, work, t["shards"], t["offsets"]))
     verified = pairs[ok]
     tmp = work / f".verified-{t['chunk']:05d}.tmp.npy"
     np.save(tmp, verified)
@@ -338,7 +363,7 @@ def _apply_task(t: dict) -> dict:
     kept_w, removed_w = PartWriter(out / "data", part), PartWriter(out / "removed", part)
     counts = {"in": mapinfo["documents"] + mapinfo["quarantined"], "kept": 0, "removed": 0,
               "quarantined": mapinfo["quarantined"], "reasons": {}, "bytes_in": 0, "paragraphs_removed": 0}
-    reason = "exact_duplicate" if isinstance(stage, ExactDedup) else "near_duplicate"
+    reason = stage.removal_reason
     with open(work / f"docs-{part}.jsonl", "rb") as f:
         for n, line in enumerate(f):
             doc = Document(**json.loads(line))
