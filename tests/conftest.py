@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -8,10 +9,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from alaya.data.documents import read_texts
+from alaya.data.documents import read_documents, read_texts
 from alaya.model.config import ModelConfig, preset
 from alaya.model.hf import save_model
 from alaya.model.mpt import AlayaForCausalLM
@@ -127,3 +129,37 @@ def start_server(model_dir, *extra):
             time.sleep(0.25)
     proc.kill()
     raise AssertionError("server did not start")
+
+
+# ----------------------------------------------------------------------------- the data room's stage folders
+def stage_docs(path):
+    """The documents a stage folder kept (its part files), as dicts."""
+    return [json.loads(l) for p in sorted(Path(path).glob("part-*.jsonl")) for l in p.read_text(encoding="utf-8").splitlines()]
+
+
+def stage_ids(path):
+    return sorted(d["id"] for d in stage_docs(path))
+
+
+@pytest.fixture(scope="module")
+def dup_input(tmp_path_factory):
+    """Real documents, near-duplicates of some of them (a few characters changed), exact copies, bad lines."""
+    docs = list(read_documents(["builtin:demo"]))
+    # real text: the bilingual paragraphs (short) and long English docstrings, a few code files
+    src = [d for d in docs if d.meta.get("lang") in ("en", "zh") and len(d.text) > 1500][:24] + \
+          [d for d in docs if d.meta.get("lang") == "zh"][:6]
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in src:
+        rows.append({"id": d.id, "text": d.text, "meta": d.meta})
+    for k, d in enumerate(src[:8]):
+        chars = list(d.text)
+        chars[rng.integers(len(chars))] = "#"  # one character in more than 1500
+        rows.append({"id": f"near-{k}", "text": "".join(chars), "meta": d.meta})
+    rows.append({"id": "exact-0", "text": "\n " + src[-1].text + "  \n", "meta": src[-1].meta})  # equal once normalised
+    folder = tmp_path_factory.mktemp("dup")
+    a, b = folder / "a.jsonl", folder / "b.jsonl"
+    a.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:20]) + "{not json\n", encoding="utf-8")
+    b.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[20:]) + '{"id": "x", "text": 5}\n',
+                 encoding="utf-8")
+    return [str(a), str(b)], src

@@ -4,10 +4,8 @@ import pytest
 
 from alaya.data.documents import Document, read_documents
 from alaya.data.stages import build_stage
-from alaya.data.stages.doctype import train_type
 from alaya.data.stages.heuristics import HeuristicFilter
-from alaya.data.stages.quality import QualityStage, train_quality
-from conftest import CORPUS, SHARED_DATA
+from conftest import CORPUS
 
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"shared corpus not present at {CORPUS}")
 
@@ -78,37 +76,6 @@ def test_heuristics_keep_most_real_curated_text():
         docs = [json.loads(l) for l in open(CORPUS / f"{name}.jsonl", encoding="utf-8")][:60]
         kept = sum(f.apply(Document(d["id"], d["text"], d["meta"]))[0] is not None for d in docs)
         assert kept / len(docs) > 0.8, name
-
-
-@needs_corpus
-def test_quality_classifier_trains_reports_and_scores(tmp_path):
-    c4 = SHARED_DATA / "lf_c4_demo"
-    if not c4.is_dir():
-        pytest.skip(f"{c4} not present")
-    pos = [str(CORPUS / f) for f in ("en-encyclopedia.jsonl", "en-academic.jsonl", "zh-encyclopedia.jsonl")]
-    metrics = train_quality(pos, [str(c4), str(CORPUS / "en-forum.jsonl")], str(tmp_path / "q"), max_docs=600)
-    assert metrics["roc_auc"] > 0.9 and metrics["precision"] > 0.85 and metrics["recall"] > 0.85
-    st = QualityStage(str(tmp_path / "q"), mode="threshold", threshold=0.5)
-    enc = json.loads(open(CORPUS / "en-encyclopedia.jsonl").readline())
-    out, reason = st.apply(Document(enc["id"], enc["text"], {"lang": "en"}))
-    assert reason is None and out.meta["quality"] > 0.5
-    sel = QualityStage(str(tmp_path / "q"), mode="selective", seed=3)
-    web = [json.loads(l) for l in open(c4 / "c4_demo.jsonl")][:50]
-    first = [sel.apply(Document(f"w{i}", d["text"], {}))[1] for i, d in enumerate(web)]
-    assert first == [sel.apply(Document(f"w{i}", d["text"], {}))[1] for i, d in enumerate(web)]  # seeded
-    assert first.count(None) < len(first)
-
-
-@needs_corpus
-def test_type_classifier_accuracy_on_held_out_documents(tmp_path):
-    metrics = train_type([str(CORPUS)], str(tmp_path / "t"), max_per_type=250)
-    assert metrics["accuracy"] > 0.8 and set(metrics["accuracy_by_type"]) == {
-        "news", "encyclopedia", "books", "forum", "academic", "others"}
-    st = build_stage({"stage": "type", "model": str(tmp_path / "t")})
-    d = json.loads(open(CORPUS / "zh-forum.jsonl", encoding="utf-8").readlines()[-1])
-    out, _ = st.apply(Document(d["id"], d["text"], {"lang": "zh"}))
-    assert out.meta["type_source"] == "classifier" and out.meta["type"] in metrics["accuracy_by_type"]
-    assert st.apply(Document("x", "text", {"type": "Forum-Chat"}))[0].meta["type"] == "forum"  # metadata first
 
 
 def test_the_alphanumeric_count_is_str_isalnum_for_every_character():
