@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from alaya.fileio import write_text_atomic
-from alaya.model.config import ALAYA_VOCAB_SIZE
+from alaya.recipe import ALAYA_VOCAB_SIZE
 from alaya.prompt import CHAT_TEMPLATE
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
