@@ -5,6 +5,8 @@ Weibo chat, with the near-duplicates and low-quality pages raw text has; duplica
 a crawler would see them: mirrors with a changed footer), the same small model is trained with the same seed
 for the same number of tokens on
   (a) raw        the raw documents, sampled in proportion to their tokens
+  (a') raw-mixed the raw documents, only labelled by language (nothing removed) and sampled at the recipe's
+                 language shares, as (b)-(d) are: what curation changes beyond the mixing
   (b) curated    after `alaya data curate` (normalize, language, filters, quality classifier, exact + fuzzy
                  dedup of documents and paragraphs, type), sampled at the recipe's language shares
   (c) no-fuzzy   (b) without the two fuzzy-dedup stages
@@ -16,6 +18,7 @@ compare the models, not the tokenizers. The table shows the mean over seeds and 
 its spread (min..max over seeds). It records what it shows, whatever it shows.
 
 Run:  python benchmarks/curation_ablation.py [--steps 300] [--seeds 0 1] [--docs-per-file 400] [--work DIR]
+      [--variants raw raw-mixed ...] [--merge EARLIER/ablation.json]   (add variants to an earlier run's table)
 """
 from __future__ import annotations
 
@@ -120,6 +123,8 @@ def main() -> None:
     ap.add_argument("--preset", default="alaya-tiny")
     ap.add_argument("--arc-limit", type=int, default=300)
     ap.add_argument("--work", default=None)
+    ap.add_argument("--variants", nargs="+", default=["raw", "raw-mixed", "curated", "no-fuzzy", "no-quality"])
+    ap.add_argument("--merge", default=None, help="an earlier run's ablation.json: its variants not run now join the table")
     args = ap.parse_args()
     if not (DATA / "corpus").is_dir() or not (DATA / "lf_c4_demo").is_dir():
         sys.exit(f"skipped: corpus/ and lf_c4_demo/ not found under {DATA} (set ALAYA_DATA)")
@@ -149,10 +154,12 @@ def main() -> None:
                "langs": ["en", "zh"]}
     s = STAGES
     full = [s["normalize"], s["language"], s["filter"], quality, s["exact"], s["fuzzy"], s["fuzzy_paragraph"], s["type"]]
-    variants = {"raw": None,
+    every = {"raw": None,
+                "raw-mixed": [{"stage": "language", "keep": ["en", "zh", "code", "other"]}],
                 "curated": full,
                 "no-fuzzy": [x for x in full if x.get("stage") != "fuzzy_dedup"],
                 "no-quality": [x for x in full if x.get("stage") != "quality"]}
+    variants = {n: every[n] for n in args.variants}
     cfg = preset(args.preset)
     data, kept = {}, {}
     for name, stages in variants.items():
@@ -163,7 +170,10 @@ def main() -> None:
         kept[name] = summary["documents_out"]
         print(f"{name}: {summary['documents_in']} -> {summary['documents_out']} documents", flush=True)
     tok = work / "tokenizer"
-    train_tokenizer_on_documents([str(data["curated"])], tok, vocab_size=cfg.vocab_size, progress=False)
+    if "curated" not in data:  # the tokenizer is always the one of the curated text
+        data["curated"], _ = curate(work, raw, "curated", full)
+    if not (tok / "tokenizer.json").is_file():
+        train_tokenizer_on_documents([str(data["curated"])], tok, vocab_size=cfg.vocab_size, progress=False)
     results: dict[str, list[dict]] = {n: [] for n in variants}
     for name in variants:
         shards = work / f"tokens-{name}"
@@ -196,6 +206,12 @@ def main() -> None:
                     row[f"bpb_{lang}"] = r[f"perplexity_{lang}"]["bits_per_byte,none"]
             results[name].append(row)
             print(f"{name} seed {seed}: {json.dumps({k: round(v, 4) for k, v in row.items()})}", flush=True)
+    if args.merge:
+        earlier = json.loads(Path(args.merge).read_text(encoding="utf-8"))
+        for name, rows in earlier["results"].items():
+            if name not in results:
+                results[name], kept[name] = rows, earlier["kept"][name]
+        results = {n: results[n] for n in every if n in results}
     print_table(results, kept, args, time.time() - t0)
     (work / "ablation.json").write_text(json.dumps({"results": results, "kept": kept, "args": vars(args)}, indent=1))
 
