@@ -383,7 +383,7 @@ def _print_summary(p: Plan, s: dict, log: Callable[[str], None]) -> None:
     log(f"the chat model: {model}  (base: {p.path('pretrain', 'final')}, adapter: {p.path('sft', 'final')})")
     log("next:")
     log(f"  alaya chat {model}")
-    log(f"  alaya serve {model} --port 8000        # then open http://127.0.0.1:8000/ for the API")
+    log(f"  alaya serve {model} --port 8000        # then open http://127.0.0.1:8000/ to chat in a browser")
     log(f"  alaya eval {model} --task arc_easy ceval:computer_network --limit 100")
     log(f"  alaya plot {p.path('pretrain')}      # the loss curve")
     sys.stdout.flush()
