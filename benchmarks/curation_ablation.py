@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -34,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(os.environ.get("ALAYA_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+from machine import DATA, cpu_model  # noqa: E402 (benchmarks/machine.py)
 HELDOUT_TYPES = ("encyclopedia", "books", "news")
 STAGES = {
     "normalize": {"stage": "normalize", "form": "NFC"},
@@ -46,15 +44,6 @@ STAGES = {
     "type": {"stage": "type"},
 }
 
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _heldout(doc_id: str) -> bool:

@@ -14,25 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(os.environ.get("ALAYA_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+from machine import DATA, cpu_model  # noqa: E402 (benchmarks/machine.py)
 LM_TASK = {"mmlu": "alaya_mmlu_{s}", "ceval": "alaya_ceval_{s}", "cmmlu": "alaya_cmmlu_{s}", "arc_easy": "alaya_arc_easy"}
 
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_alaya(model: str, task: str, shots: int, limit: int, batch: int) -> dict:
@@ -93,7 +83,7 @@ def main() -> None:
     if not (DATA / ("arc" if name.startswith("arc") else name)).exists():
         sys.exit(f"skipped: {name} not found under {DATA} (set ALAYA_DATA)")
     try:
-        import lm_eval  # noqa: F401
+        import lm_eval  # noqa: F401 (is it installed?)
     except ImportError:
         sys.exit("skipped: lm-eval is not installed (pip install 'lm-eval[hf]')")
     model = args.model

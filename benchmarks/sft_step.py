@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-DATA = Path(os.environ.get("ALAYA_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+from machine import DATA, cpu_model  # noqa: E402 (benchmarks/machine.py)
 ALPACA = [DATA / "lf_alpaca_en_demo" / "alpaca_en_demo.json", DATA / "lf_alpaca_zh_demo" / "alpaca_zh_demo.json"]
 
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build(args):
@@ -162,7 +150,7 @@ def main() -> None:
     print(json.dumps({f"{k[0]}{' packed' if k[1] else ''}": v for k, v in best.items()}))
     print(f"\n{args.preset} ({pad['parameters'] / 1e6:.1f} M params), LoRA r 16 on Wqkv/out_proj/up_proj/down_proj, "
           f"batch {args.batch} x <= {args.seq_len}, {args.precision}{', alaya compiled' if args.compile else ''}, "
-          f"{args.device} ({cpu_name()}, {torch.get_num_threads()} threads), Alpaca en+zh demo examples, "
+          f"{args.device} ({cpu_model()}, {torch.get_num_threads()} threads), Alpaca en+zh demo examples, "
           f"best of {args.repeats}")
     print(f"{'':<28}{'real tok/s':>11}{'padding':>9}{'peak memory':>14}")
     for name, r in (("alaya, padded rows", pad), ("alaya, packed rows", pack), ("transformers + peft, padded", hf)):
