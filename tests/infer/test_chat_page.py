@@ -64,7 +64,7 @@ def wait_for(predicate, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_the_page_chats_streams_stops_and_starts_over_and_shows_server_errors(server, browser, tmp_path):
+def test_the_page_chats_streams_stops_and_starts_over_and_shows_server_errors(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
 
     page = browser
