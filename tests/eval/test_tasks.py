@@ -149,3 +149,21 @@ def test_gsm8k_shots_are_train_problems_with_worked_answers():
     g.build_contexts(items, shots, zh=False)
     c = items[0].context
     assert c.count("Question: ") == 4 and c.count("#### ") == 3 and c.endswith("\nAnswer:")
+
+
+def test_an_item_with_an_empty_choice_is_left_out_named_and_counted(tmp_path, capsys):
+    # LogiQA 2.0 zh has such an item (test_zh/14133, whose empty choice is the gold one): lm-eval would give the
+    # empty continuation log-probability 0, so it would always be picked
+    from alaya.eval.run import EvalSettings, Evaluator, TaskSpec
+
+    (tmp_path / "arc").mkdir()
+    rows = [{"query": "Question: Which is a fruit?", "choices": ["apple", "stone"], "gold": 0},
+            {"query": "Question: Which is empty?", "choices": ["", "full"], "gold": 0},
+            {"query": "Question: Which is blue?", "choices": ["sky", "grass"], "gold": 0}]
+    (tmp_path / "arc" / "arc_easy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ev = Evaluator(EvalSettings(shots=0, data_dir=tmp_path, progress=False))
+    ev.load_data([TaskSpec.parse("arc_easy")])
+    kept = [it for items in ev.loaded[0].values() for it in items]
+    assert [it.choices[0] for it in kept] == ["apple", "sky"]
+    assert len(ev.left_out["arc_easy"]) == 1 and "choice A is empty" in ev.left_out["arc_easy"][0]
+    assert "arc_easy: 1 item(s) left out" in capsys.readouterr().err

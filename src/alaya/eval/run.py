@@ -119,6 +119,7 @@ class Evaluator:
         self.adapter_path = adapter_path
         self.model = self.tok = self.scorer = None
         self.loaded: dict[int, object] = {}
+        self.left_out: dict[str, list[str]] = {}  # task -> items that could not be scored, with the reason
 
     def load_data(self, specs: list[TaskSpec]) -> None:
         """Read every task's items (before any model loads: a bad file fails in seconds)."""
@@ -155,7 +156,7 @@ class Evaluator:
                           "metric": MAIN_METRIC[info.kind],
                           "higher_is_better": info.higher_is_better and info.kind != "perplexity",
                           "subjects": spec.subjects, "path": spec.path, "limit": self.s.limit,
-                          "seconds": round(time.perf_counter() - t0, 2)}
+                          "left_out": self.left_out.get(spec.name, []), "seconds": round(time.perf_counter() - t0, 2)}
                 if saved:
                     write_json_atomic(saved, {"key": key, "per_subject": per_subject, "group": group,
                                               "samples": task_samples, "config": config})
@@ -178,11 +179,20 @@ class Evaluator:
     def _load_mc(self, spec: TaskSpec, k: int) -> dict[str, list]:
         s = _mc_set(spec.name, self.root, k)
         mc.build_contexts(s, k)
-        out = {}
+        out, left_out = {}, []
         for subject in _pick_subjects(list(s.items), spec.subjects, spec.name):
             items = s.items[subject][: self.s.limit] if self.s.limit else s.items[subject]
-            if items:
-                out[subject] = items
+            # an item with an empty choice cannot be scored (an empty continuation has no probability to
+            # compare: lm-eval gives it log-probability 0, so it always wins); it is left out, named and counted
+            good = [it for it in items if all(c.strip() for c in it.choices)]
+            left_out += [f"{it.doc_id} (choice {'ABCDEFGH'[[c.strip() for c in it.choices].index('')]} is empty)"
+                         for it in items if not all(c.strip() for c in it.choices)]
+            if good:
+                out[subject] = good
+        if left_out:
+            print(f"{spec.name}: {len(left_out)} item(s) left out: {', '.join(left_out[:5])}"
+                  + (" ..." if len(left_out) > 5 else ""), file=sys.stderr)
+        self.left_out[spec.name] = left_out
         if not out:
             raise EvalDataError(f"{spec.name}: no items to score")
         return out
