@@ -34,15 +34,6 @@ from pathlib import Path
 
 from machine import DATA, cpu_model  # noqa: E402 (benchmarks/machine.py)
 HELDOUT_TYPES = ("encyclopedia", "books", "news")
-STAGES = {
-    "normalize": {"stage": "normalize", "form": "NFC"},
-    "language": {"stage": "language", "keep": ["en", "zh", "code"]},
-    "filter": {"stage": "filter", "gopher": {"min_words": 50}, "chinese": {"min_chars": 50}},
-    "exact": {"stage": "exact_dedup"},
-    "fuzzy": {"stage": "fuzzy_dedup", "threshold": 0.8, "edit_threshold": 0.7, "keep": "longest"},
-    "fuzzy_paragraph": {"stage": "fuzzy_dedup", "level": "paragraph", "threshold": 0.8},
-    "type": {"stage": "type"},
-}
 
 
 
@@ -117,6 +108,7 @@ def main() -> None:
     args = ap.parse_args()
     if not (DATA / "corpus").is_dir() or not (DATA / "lf_c4_demo").is_dir():
         sys.exit(f"skipped: corpus/ and lf_c4_demo/ not found under {DATA} (set ALAYA_DATA)")
+    from alaya.data.curate import DEFAULT_PIPELINE
     from alaya.data.stages.quality import train_quality
     from alaya.eval.run import EvalSettings, run_eval
     from alaya.model.config import preset
@@ -141,8 +133,8 @@ def main() -> None:
     print(f"quality classifier: {json.dumps({k: qm[k] for k in qm if k in ('precision', 'recall', 'roc_auc')})}", flush=True)
     quality = {"stage": "quality", "model": str(work / "quality-model"), "mode": "threshold", "threshold": 0.5,
                "langs": ["en", "zh"]}
-    s = STAGES
-    full = [s["normalize"], s["language"], s["filter"], quality, s["exact"], s["fuzzy"], s["fuzzy_paragraph"], s["type"]]
+    full = list(DEFAULT_PIPELINE)  # the one curation pipeline, with the trained quality classifier after the filters
+    full.insert(next(i for i, x in enumerate(full) if x["stage"] == "filter") + 1, quality)
     every = {"raw": None,
                 "raw-mixed": [{"stage": "language", "keep": ["en", "zh", "code", "other"]}],
                 "curated": full,

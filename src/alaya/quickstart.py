@@ -33,15 +33,6 @@ import yaml
 from alaya.configfile import settings_changes
 from alaya.fileio import write_json_atomic, write_text_atomic
 
-QUICKSTART_PIPELINE = [
-    {"stage": "normalize", "form": "NFC"},
-    {"stage": "language", "keep": ["en", "zh", "code"]},
-    {"stage": "filter", "gopher": {"min_words": 50}, "chinese": {"min_chars": 50}},
-    {"stage": "exact_dedup"},
-    {"stage": "fuzzy_dedup", "threshold": 0.8, "edit_threshold": 0.7, "keep": "longest"},
-    {"stage": "fuzzy_dedup", "level": "paragraph", "threshold": 0.8},
-    {"stage": "type"},
-]
 # The published language shares (en 57 %, zh 32 %, code 10 %); the built-in corpus has few documents of
 # most types, so only the language shares are controlled (type: available), each source repeated at most
 # 4 times within the token budget.
@@ -85,9 +76,9 @@ def _curated_data(p: Plan) -> Path:
 
 
 def step_curate(p: Plan) -> dict:
-    from alaya.data.curate import run_curate
+    from alaya.data.curate import DEFAULT_PIPELINE, run_curate
 
-    cfg = {"pipeline": QUICKSTART_PIPELINE, "mixture": QUICKSTART_MIXTURE, "report": True}
+    cfg = {"pipeline": DEFAULT_PIPELINE, "mixture": QUICKSTART_MIXTURE, "report": True}
     write_text_atomic(p.path("curate.yaml"), yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     s = run_curate(str(p.path("curate.yaml")), p.corpus, str(p.path("curated")))
     mixture = json.loads(p.path("curated", "mixture.json").read_text(encoding="utf-8"))

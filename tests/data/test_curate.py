@@ -56,3 +56,22 @@ def test_a_bad_pipeline_config_is_named_before_any_work(tmp_path):
     typo.write_text("pipeline:\n  - stage: normalise\n")
     with pytest.raises(ValueError, match="unknown stage 'normalise'"):
         run_curate(str(typo), ["builtin:demo-bilingual"], str(tmp_path / "out2"))
+
+
+def test_the_shipped_curate_config_is_the_default_pipeline_written_out():
+    """configs/data/curate.yaml documents every threshold; it must build the stages the default pipeline builds
+    (the quickstart and the curation ablation run the default), so the two cannot drift apart."""
+    import yaml
+
+    from alaya.data.curate import DEFAULT_PIPELINE
+    from alaya.data.stages import build_stage
+
+    shipped = yaml.safe_load((Path(__file__).parents[2] / "configs" / "data" / "curate.yaml").read_text())["pipeline"]
+    assert len(shipped) == len(DEFAULT_PIPELINE)
+    for written, default in zip(shipped, DEFAULT_PIPELINE):
+        a, b = build_stage(written), build_stage(default)
+        assert type(a) is type(b) and vars(a).keys() == vars(b).keys()
+        for key in vars(a):
+            va, vb = getattr(a, key), getattr(b, key)
+            if isinstance(va, (str, int, float, bool, set, list, tuple, dict, type(None))):
+                assert va == vb, (written["stage"], key, va, vb)

@@ -34,10 +34,13 @@ DEFAULT_PIPELINE: list[dict[str, Any]] = [
     {"stage": "language"},
     {"stage": "filter"},
     {"stage": "exact_dedup"},
-    {"stage": "fuzzy_dedup", "threshold": 0.8},
+    {"stage": "fuzzy_dedup", "threshold": 0.8, "keep": "longest"},
     {"stage": "fuzzy_dedup", "level": "paragraph", "threshold": 0.8},
     {"stage": "type"},
 ]
+"""The one curation pipeline: ``alaya data curate`` without ``pipeline:``, the quickstart and the curation ablation
+all run it. Each stage's thresholds are its defaults (gopher 50 words, Chinese 50 characters, edit similarity
+0.7, ...); of near-duplicate documents the longest copy is kept."""
 QUALITY_BINS = 20
 LENGTH_EDGES = [0] + [int(10 ** (k / 4)) for k in range(4, 29)]  # 10, 17, 31, ... 10^7 characters
 CHARS_PER_TOKEN_ESTIMATE = {"en": 4.0, "zh": 1.4, "code": 3.2, "other": 3.0}
