@@ -23,6 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 # the shared real data sets: ALAYA_DATA, else ../shared/data beside the repository
 SHARED_DATA = Path(os.environ["ALAYA_DATA"]) if os.environ.get("ALAYA_DATA") else REPO.parent / "shared" / "data"
 CORPUS = SHARED_DATA / "corpus"
+# the CPU decoding path's measured choices (alaya.infer.cpu_path) go to a folder of this test run, not to
+# the user's ~/.cache: each run measures afresh, and subprocesses started by tests inherit it
+if "ALAYA_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["ALAYA_CACHE_DIR"] = tempfile.mkdtemp(prefix="alaya-test-cache-")
 
 
 @pytest.fixture

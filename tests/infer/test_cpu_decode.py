@@ -49,8 +49,16 @@ def test_the_few_rows_product_with_and_without_gelu():
         out = np.empty((rows, 77), dtype=np.float32)
         cpu_decode.few_rows_product(x, w, out)
         torch.testing.assert_close(torch.from_numpy(out).double(), expect, atol=1e-4, rtol=1e-5)
-        cpu_decode._product(x, w, out, True)
+        cpu_decode._product(x, w, cpu_decode.NO_SCALE, out, True)
         torch.testing.assert_close(torch.from_numpy(out).double(), torch.nn.functional.gelu(expect), atol=1e-4, rtol=1e-5)
+        # int8 weights with one scale per output: the same product of the widened, scaled weights
+        q = rng.integers(-127, 128, (77, 300)).astype(np.int8)
+        scale = rng.uniform(0.001, 0.05, 77).astype(np.float32)
+        expect8 = torch.from_numpy(x.astype(np.float64) @ (q.astype(np.float64) * scale[:, None].astype(np.float64)).T)
+        cpu_decode.few_rows_product(x, q, out, scale)
+        torch.testing.assert_close(torch.from_numpy(out).double(), expect8, atol=1e-4, rtol=1e-5)
+        cpu_decode._product(x, q, scale, out, True)
+        torch.testing.assert_close(torch.from_numpy(out).double(), torch.nn.functional.gelu(expect8), atol=1e-4, rtol=1e-5)
 
 
 SIX = PROMPTS + [[60, 61], [70, 71, 72, 73, 74], [80] * 7]  # four rows in one block, two in the rest

@@ -20,7 +20,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         runs = []
         for name in (a, b):
             out = Path(args.output) / Path(name).name if args.output else None
-            runs.append(run_eval(name, args.task, args.adapter, settings, None, args.device, args.dtype))
+            runs.append(run_eval(name, args.task, args.adapter, settings, None, args.device, args.dtype, args.quantize))
             if out:
                 write_outputs(out, runs[-1]["results"], runs[-1]["samples"])
         diffs = compare(runs[0]["results"], runs[0]["samples"], runs[1]["results"], runs[1]["samples"])
@@ -34,7 +34,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if not args.model_path:
         raise ValueError("alaya eval needs MODEL_PATH (or --compare A B)")
-    run = run_eval(args.model_path, args.task, args.adapter, settings, args.output, args.device, args.dtype)
+    run = run_eval(args.model_path, args.task, args.adapter, settings, args.output, args.device, args.dtype,
+                   args.quantize)
     print(markdown_table(run["results"]))
     if args.output:
         print(f"wrote {args.output}/results.json, samples.jsonl, results.md", file=sys.stderr)
@@ -67,5 +68,6 @@ def add_parsers(sub, formatter) -> None:
                    help="evaluate two model folders on the same items and print the paired differences")
     e.add_argument("--device", default=None)
     e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    e.add_argument("--quantize", default="none", choices=["none", "int8"], help="int8: weight-only int8 on CPU")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)

@@ -377,7 +377,7 @@ def model_identity(model_path: str, adapter: str | None, device: str, dtype: str
 
 
 def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, settings: EvalSettings | None = None,
-             output: str | None = None, device: str | None = None, dtype: str = "auto") -> dict:
+             output: str | None = None, device: str | None = None, dtype: str = "auto", quantize: str = "none") -> dict:
     from alaya.infer.loading import load_for_inference
 
     settings = settings or EvalSettings()
@@ -385,13 +385,14 @@ def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, sett
     ev = Evaluator(settings, adapter)
     ev.load_data(specs)  # inputs first, before the model loads
     t0 = time.time()
-    model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype)
+    model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, quantize=quantize)
+    precision = str(next(model.parameters()).dtype).replace("torch.", "") + ("+int8" if quantize == "int8" else "")
     partial = Path(output) / "partial" if output else None
     results, samples = ev.run(model, tok, specs, partial, model_identity(model_path, adapter, str(model.device),
-                                                                          str(next(model.parameters()).dtype)))
+                                                                          precision))
     results["config"] = {"model": "alaya", "model_args": f"pretrained={model_path}" + (f",adapter={adapter}" if adapter else ""),
                          "batch_size": settings.batch_size, "limit": settings.limit, "device": str(model.device),
-                         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                         "dtype": precision,
                          "data_dir": str(ev.root)}
     results["date"] = t0
     results["total_evaluation_time_seconds"] = str(round(time.time() - t0, 2))

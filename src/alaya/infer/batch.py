@@ -102,6 +102,7 @@ def run_batch_inference(
     dtype: str = "auto",
     refuse_long: bool = False,
     compile: bool = False,
+    quantize: str = "none",
 ) -> dict:
     gen = gen or GenerationConfig()
     output = Path(output_file)
@@ -110,7 +111,8 @@ def run_batch_inference(
     done = answered_lines(output)
     todo = [p for p in read_prompts(input_file) if p.line not in done]
     counts = {"answered": 0, "errors": 0, "skipped_already_done": len(done), "truncated": 0, "empty_response": 0}
-    model, tok = load_for_inference(model_path, adapter_path, device=device, dtype=dtype, compile=compile)
+    model, tok = load_for_inference(model_path, adapter_path, device=device, dtype=dtype, compile=compile,
+                                    quantize=quantize)
     ctx = model.config.max_seq_len
     new_tokens = min(gen.max_new_tokens, ctx // 2)  # as chat and serve: the prompt keeps at least half
     if new_tokens < gen.max_new_tokens:

@@ -46,9 +46,11 @@ def _gelu(v):
 
 
 @numba.njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def _product(x, w, out, gelu):
+def _product(x, w, scale, out, gelu):
     """``out = x @ w.T`` for a few rows ``x`` [B, K] and a row-major weight ``w`` [N, K]; with ``gelu``,
     ``GELU(x @ w.T)``, applied as each output is made (free: the loop waits on memory, not on arithmetic).
+    ``w`` is fp32, or int8 with one fp32 ``scale`` per output feature (``scale`` [N]; an empty array for fp32
+    weights): the int8 values are widened in the loop and the sum is scaled once per output.
 
     The output features are split between the threads; each weight row is read from memory once and
     multiplied by every row of ``x`` while it is in the L1 cache, so at batch 1 the product runs at the
@@ -57,19 +59,22 @@ def _product(x, w, out, gelu):
     lanes: the sum order differs from BLAS's; the rounding differences are those of any BLAS.
     """
     n_rows, k = x.shape
+    scaled = scale.shape[0] > 0
     in_fours = n_rows - n_rows % 4
     for i in numba.prange(w.shape[0]):
         wi = w[i]
+        s = scale[i] if scaled else np.float32(1.0)
         # four rows of x at a time: one load of the weight feeds four sums (B = 8: 17 % faster)
         for b in range(0, in_fours, 4):
             x0, x1, x2, x3 = x[b], x[b + 1], x[b + 2], x[b + 3]
             a0 = a1 = a2 = a3 = np.float32(0.0)
             for j in range(k):
-                v = wi[j]
+                v = np.float32(wi[j])
                 a0 += v * x0[j]
                 a1 += v * x1[j]
                 a2 += v * x2[j]
                 a3 += v * x3[j]
+            a0, a1, a2, a3 = a0 * s, a1 * s, a2 * s, a3 * s
             if gelu:
                 a0, a1, a2, a3 = _gelu(a0), _gelu(a1), _gelu(a2), _gelu(a3)
             out[b, i], out[b + 1, i], out[b + 2, i], out[b + 3, i] = a0, a1, a2, a3
@@ -77,13 +82,18 @@ def _product(x, w, out, gelu):
             xb = x[b]
             acc = np.float32(0.0)
             for j in range(k):
-                acc += wi[j] * xb[j]
+                acc += np.float32(wi[j]) * xb[j]
+            acc *= s
             out[b, i] = _gelu(acc) if gelu else acc
 
 
-def few_rows_product(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
-    """``out = x @ w.T`` (float32, ``x`` [B, K] with B up to ``FEW_ROWS``, ``w`` [N, K] row-major)."""
-    _product(x, w, out, False)
+NO_SCALE = np.empty(0, dtype=np.float32)
+
+
+def few_rows_product(x: np.ndarray, w: np.ndarray, out: np.ndarray, scale: np.ndarray | None = None) -> None:
+    """``out = x @ w.T`` (float32 ``x`` [B, K] with B up to ``FEW_ROWS``, ``w`` [N, K] row-major, fp32 or
+    int8 with per-output ``scale`` [N])."""
+    _product(x, w, NO_SCALE if scale is None else scale, out, False)
 
 
 @numba.njit(fastmath=_FM, cache=True, nogil=True)
@@ -148,8 +158,8 @@ def _attend(qkv, keys, values, layer, pos, valid, slopes, out):
 
 
 @numba.njit(fastmath=_FM, cache=True, nogil=True)
-def _step(tokens, valid, pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, norm_f, keys, values, slopes,
-          eps, logit_scale, logits):
+def _step(tokens, valid, pos, wte, wte_scale, norm_1, wqkv, out_proj, norm_2, up, down, scales, norm_f, keys,
+          values, slopes, eps, logit_scale, logits):
     n_rows = tokens.shape[0]
     d = wte.shape[1]
     for b in range(n_rows):
@@ -157,7 +167,13 @@ def _step(tokens, valid, pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, nor
             return False  # nothing written: the caller raises
     x = np.empty((n_rows, d), dtype=np.float32)
     for b in range(n_rows):
-        x[b] = wte[tokens[b]]
+        if wte_scale.shape[0] > 0:
+            s = wte_scale[tokens[b]]
+            for j in range(d):
+                x[b, j] = np.float32(wte[tokens[b], j]) * s
+        else:
+            x[b] = wte[tokens[b]]
+    s_qkv, s_out, s_up, s_down = scales
     h = np.empty_like(x)
     qkv = np.empty((n_rows, wqkv[0].shape[0]), dtype=np.float32)
     att = np.empty_like(x)
@@ -165,16 +181,16 @@ def _step(tokens, valid, pos, wte, norm_1, wqkv, out_proj, norm_2, up, down, nor
     ffn = np.empty((n_rows, up[0].shape[0]), dtype=np.float32)
     for layer in range(len(wqkv)):
         _layer_norm(x, norm_1[layer], eps, h)
-        _product(h, wqkv[layer], qkv, False)
+        _product(h, wqkv[layer], s_qkv[layer], qkv, False)
         _attend(qkv, keys, values, layer, pos, valid, slopes, att)
-        _product(att, out_proj[layer], proj, False)
+        _product(att, out_proj[layer], s_out[layer], proj, False)
         x += proj
         _layer_norm(x, norm_2[layer], eps, h)
-        _product(h, up[layer], ffn, True)
-        _product(ffn, down[layer], proj, False)
+        _product(h, up[layer], s_up[layer], ffn, True)
+        _product(ffn, down[layer], s_down[layer], proj, False)
         x += proj
     _layer_norm(x, norm_f, eps, h)
-    _product(h, wte, logits, False)
+    _product(h, wte, wte_scale, logits, False)
     if logit_scale != 1.0:
         logits *= np.float32(logit_scale)
     return True
@@ -189,12 +205,12 @@ class FusedDecodeStep:
     def __init__(self, model: AlayaForCausalLM):
         self.model = model
         t = model.transformer
-        # the Parameter objects, looked up once (a module replaced later needs a new install); their data
-        # pointers are checked at every step, so a cast, a move or a new layout is seen and never read stale
-        self._params = [t.wte.weight, t.norm_f.weight]
+        # the modules, looked up once (a module replaced later needs a new install); the data pointers of
+        # their tensors are checked at every step, so a cast, a move or a new layout is seen and never read stale
+        self._modules = [t.wte, t.norm_f]
         for blk in t.blocks:
-            self._params += [blk.norm_1.weight, blk.attn.Wqkv.weight, blk.attn.out_proj.weight,
-                             blk.norm_2.weight, blk.ffn.up_proj.weight, blk.ffn.down_proj.weight]
+            self._modules += [blk.norm_1, blk.attn.Wqkv, blk.attn.out_proj, blk.norm_2, blk.ffn.up_proj,
+                              blk.ffn.down_proj]
         self._arrays: tuple | None = None
         self._pointers: list[int] = []
         cfg = model.config
@@ -202,16 +218,38 @@ class FusedDecodeStep:
         self._eps = float(cfg.layer_norm_epsilon)
         self._logit_scale = float(cfg.logit_scale) if cfg.logit_scale is not None else 1.0
 
+    def _tensors(self) -> list[torch.Tensor]:
+        """Per module its matrix then its scales (int8 layers of alaya.infer.int8) or its fp32 weight."""
+        out = []
+        for m in self._modules:
+            out += [m.qweight, m.scale] if hasattr(m, "qweight") else [m.weight]
+        return out
+
     def _weights(self) -> tuple | None:
-        params = self._params
-        pointers = [p.data_ptr() for p in params]
+        tensors = self._tensors()
+        pointers = [p.data_ptr() for p in tensors]
         if self._arrays is not None and pointers == self._pointers:
             return self._arrays
-        if any(p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous() for p in params):
+        if any(p.device.type != "cpu" or not p.is_contiguous() for p in tensors):
             return None
-        arrays = [p.detach().numpy() for p in params]
-        per_block = [tuple(arrays[2 + i::6]) for i in range(6)]
-        self._arrays = (arrays[0], *per_block, arrays[1])
+        block_matrices = [m for i, m in enumerate(self._modules[2:]) if i % 6 in (1, 2, 4, 5)]
+        if len({hasattr(m, "qweight") for m in block_matrices}) > 1:
+            return None  # some block matrices in int8 and others not: the compiled step takes one kind
+        matrices, scales = [], []
+        for m in self._modules:
+            if hasattr(m, "qweight"):
+                if m.qweight.dtype != torch.int8 or m.scale.dtype != torch.float32:
+                    return None
+                matrices.append(m.qweight.detach().numpy())
+                scales.append(m.scale.detach().numpy())
+            else:
+                if m.weight.dtype != torch.float32:
+                    return None
+                matrices.append(m.weight.detach().numpy())
+                scales.append(NO_SCALE)
+        per_block = [tuple(matrices[2 + i::6]) for i in range(6)]
+        block_scales = tuple(tuple(scales[2 + i::6]) for i in (1, 2, 4, 5))  # Wqkv, out_proj, up, down
+        self._arrays = (matrices[0], scales[0], *per_block, block_scales, matrices[1])
         self._pointers = pointers
         return self._arrays
 
@@ -243,13 +281,13 @@ class FusedDecodeStep:
             raise ValueError(f"KV cache holds {cache.capacity} positions; {pos + 1} requested")
         if mask.shape != (B, pos + 1):
             raise ValueError(f"attention_mask must have shape {(B, pos + 1)}, got {tuple(mask.shape)}")
-        wte, norm_1, wqkv, out_proj, norm_2, up, down, norm_f = weights
+        wte, wte_scale, norm_1, wqkv, out_proj, norm_2, up, down, scales, norm_f = weights
         logits = np.empty((B, 1, wte.shape[0]), dtype=np.float32)
         ids = ids.astype(np.int64, copy=False)
         with launch_lock:
-            ok = _step(ids, np.ascontiguousarray(mask, dtype=np.bool_), pos, wte, norm_1, wqkv, out_proj, norm_2,
-                       up, down, norm_f, cache.keys.numpy(), cache.values.numpy(), self._slopes, self._eps,
-                       self._logit_scale, logits.reshape(B, -1))
+            ok = _step(ids, np.ascontiguousarray(mask, dtype=np.bool_), pos, wte, wte_scale, norm_1, wqkv,
+                       out_proj, norm_2, up, down, scales, norm_f, cache.keys.numpy(), cache.values.numpy(),
+                       self._slopes, self._eps, self._logit_scale, logits.reshape(B, -1))
         if not ok:  # the kernel checks the ids before it writes anything
             raise IndexError(f"token ids must be in [0, {wte.shape[0]}), got {ids.tolist()}")
         cache.length = pos + 1

@@ -1,5 +1,5 @@
-"""Which code decodes on CPU in fp32: PyTorch, or the compiled kernels of :mod:`alaya.infer.cpu_decode`,
-chosen at load by timing both.
+"""Which code decodes on CPU in fp32 (and in int8, :mod:`alaya.infer.int8`): PyTorch, or the compiled kernels
+of :mod:`alaya.infer.cpu_decode`, chosen at load by timing both once per machine and model shape.
 
 Decoding multiplies one row per sequence by every weight matrix: matrix-vector products bound by memory
 bandwidth. PyTorch's CPU wheels call MKL for them, and on AMD processors MKL takes a generic code path
@@ -19,20 +19,25 @@ several-fold.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import platform
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alaya.fileio import write_json_atomic
 from alaya.infer import cpu_decode
 from alaya.infer.cpu_decode import FEW_ROWS, few_rows_product, launch_lock
+from alaya.infer.int8 import Int8Embedding, Int8Linear, is_quantized, set_kernels
 from alaya.model.mpt import AlayaForCausalLM
 
 
@@ -70,27 +75,88 @@ def _kernels_cached() -> bool:
     return any(next(w.rglob("cpu_decode.*.nbi"), None) is not None for w in where if w.is_dir())
 
 
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def choice_file() -> Path:
+    """Where the measured choices are kept: ``$ALAYA_CACHE_DIR`` or ``$XDG_CACHE_HOME/alaya`` (``~/.cache/alaya``)."""
+    root = os.environ.get("ALAYA_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alaya"
+    return Path(root) / "cpu_path.json"
+
+
+def _choice_key(model: AlayaForCausalLM) -> str:
+    """What the choice depends on: the processor, the threads, the library versions, the weights' format and
+    the shapes. A different model size or machine is measured again; the same one reuses the decision."""
+    c = model.config
+    kind = "int8" if is_quantized(model) else "fp32"
+    return (f"{_cpu_name()}|threads {torch.get_num_threads()}|torch {torch.__version__}|numba {numba.__version__}"
+            f"|{kind}|d {c.d_model} h {c.n_heads} l {c.n_layers} v {c.vocab_size} ffn {c.expansion_ratio}")
+
+
+def _read_choices() -> dict:
+    try:
+        data = json.loads(choice_file().read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(key: str, kernels: bool, seconds: dict) -> None:
+    choices = _read_choices()
+    choices[key] = {"path": "kernels" if kernels else "torch", **seconds}
+    try:
+        write_json_atomic(choice_file(), choices)
+    except OSError as e:  # a read-only home: measured again next time, nothing else changes
+        print(f"could not keep the CPU path choice in {choice_file()}: {e}", file=sys.stderr)
+
+
 @torch.no_grad()
 def use_fastest_cpu_path(model: AlayaForCausalLM, margin: float = 1.15) -> bool:
-    """Switch the model to the compiled CPU decoding path (:func:`switch_to_cpu_kernels`) when whole decoding
-    steps at a realistic KV-cache length run at least ``margin`` times faster there than with PyTorch (each
-    side in its own weight layout). Returns whether it switched (``model.cpu_kernels``)."""
-    w = model.transformer.wte.weight
+    """Switch the model (fp32 or int8, :mod:`alaya.infer.int8`) to the compiled CPU decoding path
+    (:func:`switch_to_cpu_kernels`) when whole decoding steps at a realistic KV-cache length run at least
+    ``margin`` times faster there than with PyTorch (each side in its own weight layout). Returns whether it
+    switched (``model.cpu_kernels``).
+
+    The choice is stable: measured once per machine, model shape and weight format (the two sides
+    alternated, best of each), then kept in :func:`choice_file` and reused, so the same machine does not
+    flip between paths from run to run on timing noise. ``ALAYA_CPU_PATH=kernels`` or ``torch`` sets it;
+    ``ALAYA_CPU_PATH=measure`` measures again and keeps the new result."""
     if model.cpu_kernels:
         return True
-    if w.device.type != "cpu" or w.dtype != torch.float32:
+    act = model.transformer.norm_f.weight
+    if act.device.type != "cpu" or act.dtype != torch.float32:
         return False
-    step_torch = _decode_step_seconds(model)
-    if not _kernels_cached():
-        print("compiling the CPU decoding kernels (once; later runs load them from numba's cache, "
-              "this takes up to a minute)...", file=sys.stderr, flush=True)
-    switch_to_cpu_kernels(model)
-    with decode_threads():
-        step_numpy = _decode_step_seconds(model)
-    if step_torch < margin * step_numpy:
-        switch_to_torch(model)
-        return False
-    return True
+    forced = os.environ.get("ALAYA_CPU_PATH", "auto")
+    if forced not in ("auto", "kernels", "torch", "measure"):
+        raise ValueError(f"ALAYA_CPU_PATH must be auto, kernels, torch or measure, got {forced!r}")
+    key = _choice_key(model)
+    known = _read_choices().get(key, {}).get("path") if forced == "auto" else None
+    want = forced if forced in ("kernels", "torch") else known
+    if want is None:
+        if not _kernels_cached():
+            print("compiling the CPU decoding kernels (once; later runs load them from numba's cache, "
+                  "this takes up to a minute)...", file=sys.stderr, flush=True)
+        step_torch = step_kernels = float("inf")
+        for _ in range(2):  # alternated: a slow spell of a shared machine falls on both sides
+            step_torch = min(step_torch, _decode_step_seconds(model))
+            switch_to_cpu_kernels(model)
+            with decode_threads():
+                step_kernels = min(step_kernels, _decode_step_seconds(model))
+            switch_to_torch(model)
+        want = "kernels" if step_torch >= margin * step_kernels else "torch"
+        _remember(key, want == "kernels", {"torch_step_ms": round(step_torch * 1e3, 3),
+                                           "kernels_step_ms": round(step_kernels * 1e3, 3)})
+    if want == "kernels":
+        switch_to_cpu_kernels(model)
+        return True
+    return False
 
 
 @torch.inference_mode()
@@ -125,9 +191,15 @@ def switch_to_cpu_kernels(model: AlayaForCausalLM) -> None:
                 fresh = np.empty(tuple(p.shape), dtype=np.float32)
                 fresh[...] = p.detach().numpy()
                 p.data = torch.from_numpy(fresh)
+        for m in model.modules():  # int8 matrices (alaya.infer.int8): the same, for their bytes
+            if isinstance(m, (Int8Linear, Int8Embedding)) and m.qweight.device.type == "cpu":
+                fresh8 = np.empty(tuple(m.qweight.shape), dtype=np.int8)
+                fresh8[...] = m.qweight.numpy()
+                m.qweight = torch.from_numpy(fresh8)
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = KernelLinear
+    set_kernels(model, True)
     model.head_linear = kernel_linear
     cpu_decode.install(model)
     model.cpu_kernels = True
@@ -138,6 +210,7 @@ def switch_to_torch(model: AlayaForCausalLM) -> None:
     for module in model.modules():
         if type(module) is KernelLinear:
             module.__class__ = nn.Linear
+    set_kernels(model, False)
     model.head_linear = F.linear
     cpu_decode.uninstall(model)
     model.cpu_kernels = False
@@ -154,9 +227,9 @@ def relayout_for_decoding(model: AlayaForCausalLM) -> bool:
     alaya-50m step 25.9 → 17.8 ms). In bf16 the row-major kernel is the faster one, and on GPUs both
     layouts run the same, so nothing changes there. Returns whether the layout was changed.
     """
-    w = model.transformer.wte.weight
-    if w.device.type != "cpu" or w.dtype != torch.float32:
-        return False
+    act = model.transformer.norm_f.weight
+    if act.device.type != "cpu" or act.dtype != torch.float32 or is_quantized(model):
+        return False  # (int8 matrices are buffers, stored row-major, as both int8 products read them)
     for p in model.parameters():
         if p.ndim == 2:
             p.data = p.data.t().contiguous().t()

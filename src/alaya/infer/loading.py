@@ -6,6 +6,7 @@ import sys
 import torch
 
 from alaya.infer.cpu_path import relayout_for_decoding, use_fastest_cpu_path
+from alaya.infer.int8 import QUANTIZE_CHOICES, quantize_model
 from alaya.model.hf import load_model
 from alaya.model.lora import merge_adapter
 from alaya.model.mpt import AlayaForCausalLM
@@ -32,8 +33,17 @@ def load_for_inference(
     device: str | None = None,
     dtype: str = "auto",
     compile: bool = False,
+    quantize: str = "none",
 ) -> tuple[AlayaForCausalLM, AlayaTokenizer]:
-    device = device or default_device()
+    """``quantize="int8"``: weight-only int8 on CPU (:mod:`alaya.infer.int8`), after any adapter is merged."""
+    device = device or ("cpu" if quantize == "int8" else default_device())
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if quantize == "int8" and not device.startswith("cpu"):
+        raise ValueError(f"--quantize int8 runs on CPU only, not on {device}; on a GPU use --dtype bfloat16 "
+                         "(or --device cpu --quantize int8)")
+    if quantize == "int8" and dtype not in ("auto", "float32"):
+        raise ValueError(f"--quantize int8 keeps activations in float32; --dtype {dtype} does not go with it")
     torch_dtype = resolve_dtype(dtype, device)
     # merge in fp32 on the target device, then cast: the adapter's small update is not lost to bf16 rounding
     model = load_model(model_path, device=device, dtype=torch.float32 if adapter_path else torch_dtype)
@@ -42,6 +52,8 @@ def load_for_inference(
         print(f"adapter {adapter_path}: merged into {len(names)} layers", file=sys.stderr)
         model = model.to(torch_dtype)
     model.eval().requires_grad_(False)
+    if quantize == "int8":
+        quantize_model(model)
     relayout_for_decoding(model)
     tokenizer = AlayaTokenizer.load(model_path)
     if compile:

@@ -82,14 +82,15 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, defa
 
 def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, device: str | None = None, dtype: str = "auto", compile: bool = False,
-          max_batch: int = 8, max_queue: int = 64, model_name: str | None = None, log_level: str = "info") -> None:
+          quantize: str = "none", max_batch: int = 8, max_queue: int = 64, model_name: str | None = None, log_level: str = "info") -> None:
     import os
 
     import uvicorn
 
     from alaya.infer.loading import load_for_inference
 
-    model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, compile=compile)
+    model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, compile=compile,
+                                    quantize=quantize)
     name = model_name or os.path.basename(os.path.normpath(model_path))
     engine = Engine(model, tok, max_batch=max_batch, max_queue=max_queue)
     app = create_app(engine, name, api_key=api_key)

@@ -186,7 +186,7 @@ class AlayaForCausalLM(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.transformer.wte.weight.device
+        return self.transformer.norm_f.weight.device
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -206,7 +206,7 @@ class AlayaForCausalLM(nn.Module):
         return self._slopes[device]
 
     def new_cache(self, batch_size: int, capacity: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        dtype = dtype or self.transformer.wte.weight.dtype
+        dtype = dtype or self.transformer.norm_f.weight.dtype  # the activations' (an int8 model's are fp32)
         return KVCache.empty(self.config, batch_size, capacity or self.config.max_seq_len, self.device, dtype)
 
     def forward(
@@ -256,8 +256,11 @@ class AlayaForCausalLM(nn.Module):
         if last_token_only:
             x = x[:, -1:]
         x = self.transformer.norm_f(x)
-        head = self.transformer.wte.weight
-        logits = self.head_linear(x, head if head.dtype == x.dtype else head.to(x.dtype))
+        wte = self.transformer.wte
+        if isinstance(wte, nn.Embedding):
+            logits = self.head_linear(x, wte.weight if wte.weight.dtype == x.dtype else wte.weight.to(x.dtype))
+        else:  # a quantized table multiplies with its own stored weights (alaya.infer.int8)
+            logits = wte.project(x)
         if self.config.logit_scale is not None:
             logits = logits * self.config.logit_scale
         loss = None
