@@ -98,6 +98,20 @@ def tiny_run_overrides(run_dir, token_dir, steps=8, **extra):
     return [f"{k}={v}" for k, v in base.items()]
 
 @pytest.fixture(scope="session")
+def trained_dir(token_dir, tmp_path_factory):
+    """A model (d_model 128, 2 layers, 4 heads, 512 tokens, context 256) pretrained 200 steps on the built-in
+    bilingual corpus (about 10 s): for the checks that need a trained model's sharp distributions."""
+    from alaya.train.pretrain import run_pretrain
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    extra = {"model.d_model": 128, "model.max_seq_len": 256, "train.seq_len": 128, "checkpoint.every": 1000,
+             "eval.every": 1000, "schedule.warmup_steps": 20}
+    summary = run_pretrain(str(REPO / "configs" / "pretrain" / "tiny.yaml"),
+                           tiny_run_overrides(run, token_dir, steps=200, **extra))
+    return summary["final"]
+
+
+@pytest.fixture(scope="session")
 def sft_tok():
     """A 600-token tokenizer that knows the prompt format and some Chinese."""
     extra = ["### Instruction:\t\nWho are you?\n\n### Output:\t\nI am Alaya. </s>"] * 50

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from alaya.data.commands import add_parsers as add_data_parsers
     from alaya.eval.commands import add_parsers as add_eval_parsers
+    from alaya.export.commands import add_parsers as add_export_parsers
     from alaya.infer.commands import add_parsers as add_infer_parsers
     from alaya.model.commands import add_parsers as add_model_parsers
     from alaya.sft.commands import add_parsers as add_sft_parsers
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parsers(sub, _formatter, tokenize=add_tokenize_parser)
     add_tool_parsers(sub, _formatter)
     add_model_parsers(sub, _formatter)
+    add_export_parsers(sub, _formatter)
     return p
 
 

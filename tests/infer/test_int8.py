@@ -16,7 +16,6 @@ from alaya.infer.generate import GenerationConfig, generate
 from alaya.infer.int8 import Int8Embedding, Int8Linear, quantize_model, quantize_per_channel, weight_bytes
 from alaya.infer.loading import load_for_inference
 from alaya.model.mpt import AlayaForCausalLM
-from conftest import REPO, tiny_run_overrides
 
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18], [19]]
 
@@ -97,18 +96,6 @@ def test_both_int8_paths_decode_the_same_greedy_tokens(models):
     switch_to_torch(b)
     assert not any(m.kernels for m in b.modules() if isinstance(m, (Int8Linear, Int8Embedding)))
     assert generate(b, PROMPTS, cfg) == generate(a, PROMPTS, cfg)
-
-
-@pytest.fixture(scope="module")
-def trained_dir(token_dir, tmp_path_factory):
-    """alaya-tiny-like model trained 200 steps on the built-in bilingual corpus (about 20 s)."""
-    from alaya.train.pretrain import run_pretrain
-
-    run = tmp_path_factory.mktemp("int8-run") / "run"
-    extra = {"model.d_model": 128, "model.max_seq_len": 256, "train.seq_len": 128, "checkpoint.every": 1000,
-             "eval.every": 1000, "schedule.warmup_steps": 20, "optimizer.lr": 3e-3}
-    summary = run_pretrain(str(REPO / "configs" / "pretrain" / "tiny.yaml"), tiny_run_overrides(run, token_dir, steps=200, **extra))
-    return summary["final"]
 
 
 def _heldout_nll(model, token_dir) -> tuple[float, int]:
