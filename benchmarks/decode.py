@@ -1,9 +1,12 @@
-"""Decode tokens/s: Alaya's batched KV-cache generation (what `alaya infer` runs) versus transformers'
-`generate` on the same model folder and prompts, in the same run; and, at batch 1, the fraction of the
-memory-bandwidth bound reached (every decoded token reads all weights once: bound = read bandwidth /
-weight bytes; the read bandwidth is measured here, in this run, by summing a large tensor).
+"""Decode tokens/s: Alaya's batched KV-cache generation (what `alaya infer` runs), in fp32 and with
+``--quantize int8``, versus transformers' `generate` (fp32) and CTranslate2 (fp32 and int8, when installed) on
+the same model folder and prompts, in the same run; and, at batch 1, each side's fraction of the
+memory-bandwidth bound for its own bytes per weight (every decoded token reads all weights once: bound = read
+bandwidth / weight bytes). The read bandwidth is measured here, in this run, by summing a large tensor, in
+several rounds spread over the run; the median is the bound and the spread is printed.
 
-Greedy, a fixed number of new tokens (end of sequence never stops a row), same prompts for both.
+Greedy, a fixed number of new tokens (end of sequence never stops a row), same prompts for every side; each
+side warmed up, the sides alternated, best of --repeats.
 Run:  python benchmarks/decode.py [--preset alaya-50m] [--new-tokens 128] [--batches 1 8]
 """
 from __future__ import annotations
@@ -55,6 +58,32 @@ def timed(fn, device):
     return out, time.perf_counter() - t0
 
 
+def bandwidth_rounds(device: str, rounds: list[float]) -> None:
+    """One more measurement of the read bandwidth (called between the sides, so it samples the whole run)."""
+    rounds.append(read_bandwidth(device, repeats=3))
+
+
+def ctranslate2_side(folder: str, quantization: str, V: int):
+    """A generate function for CTranslate2 on the exported folder, or None without the package."""
+    try:
+        import ctranslate2
+    except ImportError:
+        return None
+    from alaya.export.ctranslate2 import export_ctranslate2
+    from alaya.tokenizer import AlayaTokenizer  # noqa: F401 (token strings come from the vocabulary size)
+
+    out = tempfile.mkdtemp(prefix=f"alaya-ct2-{quantization}-")
+    export_ctranslate2(folder, out, quantization=None if quantization == "float32" else quantization, force=True)
+    gen = ctranslate2.Generator(out, device="cpu", compute_type=quantization, inter_threads=1,
+                                intra_threads=torch.get_num_threads())
+    vocab = json.load(open(f"{out}/vocabulary.json", encoding="utf-8"))
+
+    def run(prompts, n):
+        return gen.generate_batch([[vocab[i] for i in p] for p in prompts], max_length=n, min_length=n,
+                                  sampling_topk=1, include_prompt_in_result=False, end_token=[])
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="alaya-50m")
@@ -64,24 +93,46 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="auto", help="auto: bf16 on GPUs that support it, else fp32 (as alaya infer)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-ctranslate2", action="store_true", help="leave out the CTranslate2 columns")
     args = ap.parse_args()
+    from machine import cpu_model
+
+    from alaya.infer.int8 import quantize_model, weight_bytes
+
     dtype = resolve_dtype(args.dtype, args.device)
+    cpu = args.device == "cpu" and dtype == torch.float32
     torch.manual_seed(0)
     folder = tempfile.mkdtemp(prefix="alaya-decode-")
-    save_model(AlayaForCausalLM(preset(args.preset)), folder)
-    ours = load_model(folder, device=args.device, dtype=dtype).eval()
+    model = AlayaForCausalLM(preset(args.preset))
+    from alaya.tokenizer import train_tokenizer  # a real tokenizer folder, which the CTranslate2 export reads
+
+    tok = train_tokenizer(["decode benchmark text"], vocab_size=model.config.vocab_size, show_progress=False)
+    save_model(model, folder, tokenizer=tok)
+    sides = {}
+    ours = load_model(folder, device=args.device, dtype=dtype).eval().requires_grad_(False)
     relayout_for_decoding(ours)  # what alaya infer/chat/serve do after loading
     use_fastest_cpu_path(ours)
+    sides["alaya"] = (ours, weight_bytes(ours))
+    if cpu:
+        q8 = quantize_model(load_model(folder, device="cpu", dtype=torch.float32).eval().requires_grad_(False))
+        use_fastest_cpu_path(q8)
+        sides["alaya int8"] = (q8, weight_bytes(q8))
     theirs = MptForCausalLM.from_pretrained(folder, dtype=dtype).to(args.device).eval()
     V = ours.config.vocab_size
     n_params = ours.config.num_parameters()
-    weight_bytes = n_params * torch.finfo(dtype).bits // 8
-    bandwidth = read_bandwidth(args.device)
+    ct2 = {}
+    if cpu and not args.no_ctranslate2:
+        for q in ("float32", "int8"):
+            run = ctranslate2_side(folder, q, V)
+            if run is not None:
+                ct2[f"ctranslate2 {'int8' if q == 'int8' else 'fp32'}"] = (run, n_params * (4 if q == "float32" else 1))
+    rounds: list[float] = []
+    bandwidth_rounds(args.device, rounds)
     cfg = GenerationConfig(max_new_tokens=args.new_tokens, temperature=0, eos_token_id=-1)
     rows = []
     for B in args.batches:
         g = torch.Generator().manual_seed(B)
-        # mixed prompt lengths (left padding for both), the longest prompt_len
+        # mixed prompt lengths (left padding for transformers), the longest prompt_len
         lens = [args.prompt_len - (i * 7) % max(1, args.prompt_len // 2) for i in range(B)]
         prompts = [torch.randint(4, V, (n,), generator=g).tolist() for n in lens]
         ids = torch.full((B, args.prompt_len), 2, dtype=torch.long)
@@ -90,38 +141,49 @@ def main() -> None:
             ids[i, args.prompt_len - len(p):] = torch.tensor(p)
             mask[i, args.prompt_len - len(p):] = 1
         ids, mask = ids.to(args.device), mask.to(args.device)
-
-        def run_ours():
-            return generate(ours, prompts, cfg)
+        runs = {name: (lambda m=m: generate(m, prompts, cfg)) for name, (m, _) in sides.items()}
 
         def run_theirs():
             with torch.inference_mode():
                 return theirs.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
                                        min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=2,
                                        eos_token_id=2, bad_words_ids=[[3]])
-
-        run_ours(), run_theirs()  # warm-up
-        # alternate the two, so a slower spell of a shared machine falls on both; best of each
-        t_ours = t_theirs = float("inf")
+        runs["transformers"] = run_theirs
+        for name, (run, _) in ct2.items():
+            runs[name] = (lambda run=run: run(prompts, args.new_tokens))
+        for fn in runs.values():  # warm-up
+            fn()
+        # alternate the sides, so a slower spell of a shared machine falls on all; best of each
+        best = {name: float("inf") for name in runs}
         for _ in range(args.repeats):
-            t_ours = min(t_ours, timed(run_ours, args.device)[1])
-            t_theirs = min(t_theirs, timed(run_theirs, args.device)[1])
-        ours_tps, theirs_tps = B * args.new_tokens / t_ours, B * args.new_tokens / t_theirs
-        row = {"batch": B, "alaya_tok_s": round(ours_tps, 1), "transformers_tok_s": round(theirs_tps, 1),
-               "ratio": round(ours_tps / theirs_tps, 2)}
-        if B == 1:
-            bound = bandwidth / weight_bytes
-            row["bandwidth_bound_tok_s"] = round(bound, 1)
-            row["fraction_of_bound"] = round(ours_tps / bound, 3)
+            for name, fn in runs.items():
+                best[name] = min(best[name], timed(fn, args.device)[1])
+            bandwidth_rounds(args.device, rounds)
+        row = {"batch": B, **{f"{name} tok/s": round(B * args.new_tokens / t, 1) for name, t in best.items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{args.preset} ({n_params / 1e6:.1f} M params, {dtype}), prompt {args.prompt_len}, "
-          f"{args.new_tokens} new tokens, greedy, {args.device} ({platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads; alaya decodes with {'the compiled CPU kernels' if ours.cpu_kernels else 'torch'}), read bandwidth {bandwidth / 1e9:.1f} GB/s, weights {weight_bytes / 1e6:.0f} MB")
-    print(f"{'batch':>5} {'alaya tok/s':>12} {'transformers tok/s':>19} {'ratio':>6} {'of bandwidth bound':>19}")
+    bw = float(np.median(rounds))
+    bytes_of = {**{n: b for n, (_, b) in sides.items()}, "transformers": n_params * torch.finfo(dtype).bits // 8,
+                **{n: b for n, (_, b) in ct2.items()}}
+    names = list(rows[0])[1:]
+    print(f"\n{args.preset} ({n_params / 1e6:.1f} M params), prompt {args.prompt_len}, {args.new_tokens} new tokens, "
+          f"greedy, {args.device} ({cpu_model()}, {torch.get_num_threads()} threads; alaya decodes with "
+          f"{'the compiled CPU kernels' if ours.cpu_kernels else 'torch'})")
+    print(f"read bandwidth: median {bw / 1e9:.1f} GB/s over {len(rounds)} rounds (spread {min(rounds) / 1e9:.1f}-"
+          f"{max(rounds) / 1e9:.1f}); weights: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in bytes_of.items()))
+    print(f"{'batch':>5} " + " ".join(f"{n:>19}" for n in names))
     for r in rows:
-        frac = f"{100 * r['fraction_of_bound']:.0f} %" if "fraction_of_bound" in r else ""
-        print(f"{r['batch']:>5} {r['alaya_tok_s']:>12} {r['transformers_tok_s']:>19} {r['ratio']:>5}x {frac:>19}")
+        print(f"{r['batch']:>5} " + " ".join(f"{r[n]:>19}" for n in names))
+    for r in rows:
+        ref = r.get("transformers tok/s")
+        ratios = {n: r[n] / ref for n in names if ref and n != "transformers tok/s"}
+        if "ctranslate2 int8 tok/s" in r:
+            ratios["alaya int8 / ctranslate2 int8"] = r.get("alaya int8 tok/s", 0) / r["ctranslate2 int8 tok/s"]
+        print(f"batch {r['batch']}: " + ", ".join(f"{n.replace(' tok/s', '')} {v:.2f}x" for n, v in ratios.items())
+              + " (x transformers fp32 unless named)")
+        if r["batch"] == 1:
+            print("  fraction of the bandwidth bound for its own bytes: " + ", ".join(
+                f"{n.replace(' tok/s', '')} {100 * r[n] / (bw / bytes_of[n.replace(' tok/s', '')]):.0f} %" for n in names))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""Server throughput and latency: `alaya serve` under 1, 4 and 16 concurrent clients.
+"""Server throughput and latency: `alaya serve` under 1, 4 and 16 concurrent clients; and with
+``--overhead``, what the server costs: one client, greedy, against in-process generation of the same tokens
+from the same folder, loaded the same way, in fp32 and with ``--quantize int8`` (the ratio is printed; the
+goal is served >= 0.9 x in-process).
 
 Starts the real server (a subprocess on a free localhost port) on a freshly initialised model folder,
 then each client sends completion requests back to back (greedy, a fixed max_tokens). Prints requests/s,
 generated tokens/s and p50/p99 latency per concurrency level. Run:
     python benchmarks/server.py [--preset alaya-10m] [--max-tokens 32] [--requests-per-client 8]
+    python benchmarks/server.py --overhead --preset alaya-50m --max-tokens 128
 """
 from __future__ import annotations
 
@@ -38,6 +42,77 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
+def start_server(folder: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "alaya.cli", "serve", folder, "--port", str(port), "--log-level",
+                             "warning", *extra])
+    for _ in range(480):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"alaya serve exited with {proc.returncode}")
+            time.sleep(0.25)
+    proc.terminate()
+    raise SystemExit("alaya serve did not start in 2 minutes")
+
+
+def overhead(args) -> None:
+    from machine import cpu_model
+
+    from alaya.infer.generate import GenerationConfig, generate
+    from alaya.infer.loading import load_for_inference
+
+    cfg = preset(args.preset)
+    folder = tempfile.mkdtemp(prefix="alaya-serve-overhead-")
+    tok = train_tokenizer(read_texts(["builtin:demo-bilingual"]), vocab_size=cfg.vocab_size, show_progress=False)
+    torch.manual_seed(0)
+    save_model(AlayaForCausalLM(cfg), folder, tokenizer=tok)
+    prompt = "第1个问题: tell me about language models"
+    rows = []
+    for quantize in ("none", "int8"):
+        model, t = load_for_inference(folder, device="cpu", quantize=quantize)
+        ids = t.encode(prompt)
+        gen = GenerationConfig(max_new_tokens=args.max_tokens, temperature=0)
+        n = len(generate(model, [ids], gen)[0])  # warm-up; the same tokens the server will make
+        best_in = min(timed_call(lambda: generate(model, [ids], gen)) for _ in range(args.repeats))
+        del model
+        proc, url = start_server(folder, "--quantize", quantize)
+        try:
+            body = json.dumps({"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0}).encode()
+
+            def one():
+                req = urllib.request.Request(url + "/v1/completions", data=body,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=600) as r:
+                    return json.loads(r.read())["usage"]["completion_tokens"]
+            assert one() == n, "the server made other tokens than in-process generation"
+            best_srv = min(timed_call(one) for _ in range(args.repeats))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        row = {"weights": "int8" if quantize == "int8" else "fp32", "tokens": n,
+               "in_process_tok_s": round(n / best_in, 1), "served_tok_s": round(n / best_srv, 1),
+               "served_over_in_process": round(best_in / best_srv, 3),
+               "server_ms_per_token": round(1e3 * (best_srv - best_in) / n, 3)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{args.preset} ({cfg.num_parameters() / 1e6:.1f} M params), one client, /v1/completions, "
+          f"{args.max_tokens} greedy tokens, best of {args.repeats}; {cpu_model()}, {torch.get_num_threads()} threads")
+    print(f"{'weights':>7} {'in-process tok/s':>17} {'served tok/s':>13} {'ratio':>6} {'server ms/token':>16}")
+    for r in rows:
+        print(f"{r['weights']:>7} {r['in_process_tok_s']:>17} {r['served_tok_s']:>13} {r['served_over_in_process']:>6} "
+              f"{r['server_ms_per_token']:>16}")
+
+
+def timed_call(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="alaya-10m")
@@ -45,7 +120,11 @@ def main() -> None:
     ap.add_argument("--requests-per-client", type=int, default=8)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--overhead", action="store_true", help="one client against in-process generation, fp32 and int8")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    if args.overhead:
+        return overhead(args)
     cfg = preset(args.preset)
     folder = tempfile.mkdtemp(prefix="alaya-serve-bench-")
     tok = train_tokenizer(read_texts(["builtin:demo-bilingual"]), vocab_size=cfg.vocab_size, show_progress=False)

@@ -32,6 +32,10 @@ class Job:
     strip_flag: bool = False  # chat replies: drop the "### Output:\t\n" the model writes first
     emit: Callable[[tuple], None] = lambda event: None  # ("text", piece) ... then ("done", reason, n_tokens)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # False: the text comes as one ("text", all) event before "done" (a non-streaming reply), so the worker
+    # does not wake the server's event loop at every token, which on a few cores slows the decoding itself
+    stream: bool = True
+    pieces: list[str] = field(default_factory=list)
     raw_text: str = ""  # everything generated (cut at a stop string), for /qa's org_output
     new_ids: list[int] = field(default_factory=list)  # the generated token ids (to the stop string's token)
     created: float = field(default_factory=time.monotonic)
@@ -123,8 +127,14 @@ class Engine:
         text = StreamedText(decoder, self.tok, [j.strip_flag for j in batch],
                             cancelled=lambda row: batch[row].cancelled.is_set())
         for row, piece in text:
-            batch[row].emit(("text", piece))
+            job = batch[row]
+            if job.stream:
+                job.emit(("text", piece))
+            else:
+                job.pieces.append(piece)
         for row, job in enumerate(batch):
+            if not job.stream and job.pieces:
+                job.emit(("text", "".join(job.pieces)))
             job.raw_text = text.raw_text(row)
             job.new_ids = list(decoder.tokens[row])
             self.stats["tokens"] += len(decoder.tokens[row])
@@ -132,10 +142,25 @@ class Engine:
 
 
 def asyncio_emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[[tuple], None]:
-    """An ``emit`` for a Job that delivers events into an asyncio queue from the worker thread."""
+    """An ``emit`` for a Job that delivers events into an asyncio queue from the worker thread. Events that
+    arrive while a delivery is still pending go with it: one wake-up of the event loop for all of them."""
+    pending: list[tuple] = []
+    lock = threading.Lock()
+
+    def deliver() -> None:
+        with lock:
+            events = pending[:]
+            pending.clear()
+        for event in events:
+            queue.put_nowait(event)
+
     def emit(event: tuple) -> None:
+        with lock:
+            pending.append(event)
+            if len(pending) > 1:  # a delivery is scheduled and has not run yet: it takes this one too
+                return
         try:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+            loop.call_soon_threadsafe(deliver)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             pass
     return emit

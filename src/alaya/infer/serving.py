@@ -142,22 +142,30 @@ class Serving:
             raise APIError(429, str(e), "rate_limit_error", headers={"Retry-After": "1"}) from None
         except ValueError as e:
             raise APIError(400, str(e)) from None
+
+        async def watch_client() -> None:  # twice a second, beside the events (not a timer per event)
+            while not job.cancelled.is_set():
+                await asyncio.sleep(0.5)
+                if await request.is_disconnected():
+                    job.cancel()
+                    queue.put_nowait(("gone",))
+                    return
+
+        watcher = asyncio.create_task(watch_client())
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), timeout=0.5)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        job.cancel()
-                        return
-                    continue
+                event = await queue.get()
+                if event[0] == "gone":
+                    return
                 yield event
                 if event[0] in ("done", "error"):
                     return
         finally:
+            watcher.cancel()
             job.cancel()  # no-op once finished; stops the row when the client is gone
 
     async def collect(self, job: Job, request: Request) -> tuple[str, str, int]:
+        job.stream = False  # the whole text at the end: no event-loop wake-up per token
         pieces, reason, n = [], "length", 0
         async for event in self.events(job, request):
             if event[0] == "text":
