@@ -3,7 +3,6 @@ beside it: `python benchmarks/NAME.py` puts this folder on the path)."""
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 DATA = Path(os.environ.get("ALAYA_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -11,10 +10,6 @@ DATA = Path(os.environ.get("ALAYA_DATA") or Path(__file__).resolve().parents[2] 
 
 def cpu_model() -> str:
     """The CPU's model name (every figure is printed with it: AMD EPYC and Intel Xeon hosts differ)."""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from alaya.infer.cpu_path import cpu_name
+
+    return cpu_name()

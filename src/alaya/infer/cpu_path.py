@@ -75,7 +75,8 @@ def _kernels_cached() -> bool:
     return any(next(w.rglob("cpu_decode.*.nbi"), None) is not None for w in where if w.is_dir())
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), part of the key of the kept path choice."""
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
             if line.startswith("model name"):
@@ -96,7 +97,7 @@ def _choice_key(model: AlayaForCausalLM) -> str:
     the shapes. A different model size or machine is measured again; the same one reuses the decision."""
     c = model.config
     kind = "int8" if is_quantized(model) else "fp32"
-    return (f"{_cpu_name()}|threads {torch.get_num_threads()}|torch {torch.__version__}|numba {numba.__version__}"
+    return (f"{cpu_name()}|threads {torch.get_num_threads()}|torch {torch.__version__}|numba {numba.__version__}"
             f"|{kind}|d {c.d_model} h {c.n_heads} l {c.n_layers} v {c.vocab_size} ffn {c.expansion_ratio}")
 
 
