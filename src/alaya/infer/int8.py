@@ -49,6 +49,12 @@ def _int8_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ke
             y = torch.from_numpy(out)
         else:
             y = torch._weight_int8pack_mm(rows.contiguous(), qweight, scale)
+    elif kernels and rows.device.type == "cpu" and rows.dtype == torch.float32 and not rows.requires_grad:
+        # prefill on the compiled path: widen the weight, numpy's BLAS on every core (PyTorch is held to one
+        # thread while the kernels decode)
+        w = qweight.numpy().astype(np.float32)
+        w *= scale.numpy()[:, None]
+        y = torch.from_numpy(np.matmul(rows.detach().numpy(), w.T))
     else:  # prefill: many rows, compute-bound; widen the weight and use the BLAS
         y = F.linear(rows, qweight.to(rows.dtype)) * scale.to(rows.dtype)
     return y.view(*x.shape[:-1], qweight.shape[0])
