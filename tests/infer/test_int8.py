@@ -148,3 +148,45 @@ def test_int8_on_a_gpu_or_with_bf16_is_refused_with_the_reason(trained_dir):
     m = AlayaForCausalLM(copy.deepcopy(load_for_inference(trained_dir, device="cpu")[0].config)).to(torch.bfloat16)
     with pytest.raises(ValueError, match="fp32 weights"):
         quantize_model(m)
+
+
+def test_serve_and_eval_take_int8_and_give_what_the_int8_model_gives(trained_dir, tmp_path):
+    """`alaya serve --quantize int8`: a completion (streamed and not) equals in-process int8 greedy decoding;
+    `alaya eval --quantize int8` records the precision and scores with the int8 model."""
+    import urllib.request
+
+    from alaya.eval.run import EvalSettings, run_eval
+    from conftest import start_server
+
+    int8, tok = load_for_inference(trained_dir, device="cpu", quantize="int8")
+    ids = tok.encode("The history of")
+    expect = tok.decode(generate(int8, [ids], GenerationConfig(max_new_tokens=24, temperature=0))[0])
+    proc, url = start_server(trained_dir, "--quantize", "int8")
+    try:
+        for stream in (False, True):
+            body = json.dumps({"prompt": "The history of", "max_tokens": 24, "temperature": 0, "stream": stream})
+            req = urllib.request.Request(url + "/v1/completions", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=120) as r:
+                raw = r.read().decode()
+            if stream:
+                chunks = [json.loads(line[6:]) for line in raw.splitlines()
+                          if line.startswith("data: {")]
+                text = "".join(c["choices"][0]["text"] for c in chunks if c.get("choices"))
+            else:
+                text = json.loads(raw)["choices"][0]["text"]
+            assert text == expect, stream
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["The history of the city is long.", "我们的城市很美。"]),
+                    encoding="utf-8")
+    r8 = run_eval(str(trained_dir), [f"perplexity={held}"], settings=EvalSettings(progress=False), device="cpu",
+                  quantize="int8")["results"]
+    r32 = run_eval(str(trained_dir), [f"perplexity={held}"], settings=EvalSettings(progress=False), device="cpu",
+                   dtype="float32")["results"]
+    assert r8["config"]["dtype"] == "float32+int8" and r32["config"]["dtype"] == "float32"
+    b8, b32 = ((r.get("groups", {}).get("perplexity") or r["results"]["perplexity"])["bits_per_byte,none"]
+              for r in (r8, r32))
+    assert b8 != b32 and abs(b8 / b32 - 1) < 0.01
