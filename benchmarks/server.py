@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from alaya.model.config import preset
 from alaya.model.hf import save_model
 from alaya.model.mpt import AlayaForCausalLM
 from alaya.tokenizer import train_tokenizer
+from machine import cpu_model  # noqa: E402 (benchmarks/machine.py)
 
 
 def free_port() -> int:
@@ -60,8 +60,6 @@ def start_server(folder: str, *extra: str) -> tuple[subprocess.Popen, str]:
 
 
 def overhead(args) -> None:
-    from machine import cpu_model
-
     from alaya.infer.generate import GenerationConfig, generate
     from alaya.infer.loading import load_for_inference
 
@@ -133,18 +131,8 @@ def main() -> None:
     tok = train_tokenizer(read_texts(["builtin:demo-bilingual"]), vocab_size=cfg.vocab_size, show_progress=False)
     torch.manual_seed(0)
     save_model(AlayaForCausalLM(cfg), folder, tokenizer=tok)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "alaya.cli", "serve", folder, "--port", str(port), "--log-level",
-                             "warning", "--max-batch", str(args.max_batch), "--max-queue", "1024"])
+    proc, url = start_server(folder, "--max-batch", str(args.max_batch), "--max-queue", "1024")
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.25)
-
         def one(i: int) -> tuple[float, int]:
             body = json.dumps({"prompt": f"第{i}个问题: tell me about language models", "max_tokens": args.max_tokens,
                                "temperature": 0}).encode()
@@ -169,7 +157,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         print(f"\n{args.preset} ({cfg.num_parameters() / 1e6:.1f} M params), {args.max_tokens} tokens per request, greedy, "
-              f"max batch {args.max_batch}, {platform.machine()} {torch.get_num_threads()} threads")
+              f"max batch {args.max_batch}, {cpu_model()}, {torch.get_num_threads()} threads")
         print(f"{'clients':>7} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p99 s':>7}")
         for r in rows:
             print(f"{r['clients']:>7} {r['req_s']:>7} {r['tok_s']:>7} {r['p50_s']:>7} {r['p99_s']:>7}")
