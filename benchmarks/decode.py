@@ -69,7 +69,6 @@ def ctranslate2_side(folder: str, quantization: str, V: int):
     except ImportError:
         return None
     from alaya.export.ctranslate2 import export_ctranslate2
-    from alaya.tokenizer import AlayaTokenizer  # noqa: F401 (token strings come from the vocabulary size)
 
     out = tempfile.mkdtemp(prefix=f"alaya-ct2-{quantization}-")
     export_ctranslate2(folder, out, quantization=None if quantization == "float32" else quantization, force=True)

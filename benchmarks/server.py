@@ -93,7 +93,6 @@ def overhead(args) -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        del model
         row = {"weights": "int8" if quantize == "int8" else "fp32", "tokens": n,
                "in_process_tok_s": round(n / best_in, 1), "served_tok_s": round(n / best_srv, 1),
                "served_over_in_process": round(best_in / best_srv, 3),
