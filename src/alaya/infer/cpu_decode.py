@@ -1,4 +1,5 @@
-"""One decoding step of the whole network as one compiled call, for CPU fp32 decoding of a few rows.
+"""One decoding step of the whole network as one compiled call, for CPU decoding of a few rows (fp32 weights, or
+int8 weights with per-output scales, :mod:`alaya.infer.int8`; activations in fp32).
 
 At batch 1 a decoding step multiplies one vector by every weight matrix: the work is reading the weights
 from memory once, and the compiled product (:func:`few_rows_product`) does that at
