@@ -378,4 +378,5 @@ def _print_summary(p: Plan, s: dict, log: Callable[[str], None]) -> None:
     log(f"  alaya serve {model} --port 8000        # then open http://127.0.0.1:8000/ to chat in a browser")
     log(f"  alaya eval {model} --task arc_easy ceval:computer_network --limit 100")
     log(f"  alaya plot {p.path('pretrain')}      # the loss curve")
+    log(f"  alaya export gguf {model} {p.path('alaya.gguf')}   # for llama.cpp / Ollama")
     sys.stdout.flush()
