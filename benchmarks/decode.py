@@ -62,7 +62,7 @@ def bandwidth_rounds(device: str, rounds: list[float]) -> None:
     rounds.append(read_bandwidth(device, repeats=3))
 
 
-def ctranslate2_side(folder: str, quantization: str, V: int):
+def ctranslate2_side(folder: str, quantization: str):
     """A generate function for CTranslate2 on the exported folder, or None without the package."""
     try:
         import ctranslate2
@@ -121,7 +121,7 @@ def main() -> None:
     ct2 = {}
     if cpu and not args.no_ctranslate2:
         for q in ("float32", "int8"):
-            run = ctranslate2_side(folder, q, V)
+            run = ctranslate2_side(folder, q)
             if run is not None:
                 ct2[f"ctranslate2 {'int8' if q == 'int8' else 'fp32'}"] = (run, n_params * (4 if q == "float32" else 1))
     rounds: list[float] = []

@@ -3,9 +3,8 @@ perplexity and bits per byte, ``alaya eval --task perplexity``) in fp32 and int8
 fp32 (share of prompts whose 128 new tokens are all equal; the mean position of the first difference).
 
 Run:  python benchmarks/int8_quality.py alaya-quickstart [more quickstart work folders ...]
-A work folder of ``alaya quickstart`` has the model (``model/``), its held-out text (``heldout.jsonl``)
-and the sample prompts (``sample-prompts.jsonl``); the first 100 held-out documents' opening words are the
-greedy prompts.
+A work folder of ``alaya quickstart`` has the model (``model/``) and its held-out text (``heldout.jsonl``);
+the first 60 characters of the first ``--prompts`` held-out documents (default 50) are the greedy prompts.
 """
 from __future__ import annotations
 

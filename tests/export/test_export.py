@@ -92,14 +92,14 @@ def test_export_refuses_what_the_engines_compute_differently(tmp_path, model_dir
     m = AlayaForCausalLM(preset("alaya-tiny", vocab_size=512, n_heads=8, d_model=96, n_layers=1, max_seq_len=64))
     from alaya.tokenizer import AlayaTokenizer
 
-    save_model(m, tmp_path / "six", tokenizer=AlayaTokenizer.load(model_dir))
+    save_model(m, tmp_path / "eight", tokenizer=AlayaTokenizer.load(model_dir))
     m6 = AlayaForCausalLM(preset("alaya-tiny", vocab_size=512, n_heads=6, d_model=96, n_layers=1, max_seq_len=64))
     save_model(m6, tmp_path / "m6", tokenizer=AlayaTokenizer.load(model_dir))
     with pytest.raises(ExportError, match="power-of-two head count"):
         export_gguf(tmp_path / "m6", tmp_path / "x.gguf")
-    export_gguf(tmp_path / "six", tmp_path / "ok.gguf")
+    export_gguf(tmp_path / "eight", tmp_path / "ok.gguf")
     with pytest.raises(ExportError, match="exists"):
-        export_gguf(tmp_path / "six", tmp_path / "ok.gguf")
+        export_gguf(tmp_path / "eight", tmp_path / "ok.gguf")
 
 
 def test_llama_cpp_loads_the_file_and_decodes_what_we_decode(trained_dir, tmp_path):

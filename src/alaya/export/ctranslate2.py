@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alaya.export import ExportError, check_standard_alibi, load_merged, token_strings
+from alaya.fileio import atomic_folder
 
 
 def export_ctranslate2(model_path: str | Path, output_dir: str | Path, quantization: str | None = None,
@@ -60,5 +61,6 @@ def export_ctranslate2(model_path: str | Path, output_dir: str | Path, quantizat
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty (pass --force to overwrite)")
-    AlayaConverter().convert(str(out), quantization=quantization, force=True)
+    with atomic_folder(out) as tmp:  # an interrupted export leaves no half-written folder at OUTPUT
+        AlayaConverter().convert(str(tmp), quantization=quantization, force=True)
     return out

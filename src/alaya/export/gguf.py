@@ -59,10 +59,19 @@ def export_gguf(model_path: str | Path, output: str | Path, type: str = "f16", a
         raise ExportError(f"{out} exists (pass --force to overwrite)")
     model, tok = load_merged(model_path, adapter)
     check_standard_alibi(model, "llama.cpp")
-    cfg = model.config
-    name = Path(model_path).resolve().name
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _write(gguf, tmp, model, tok, model_path, type)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # an interrupted export leaves no partial file behind
+    return out
+
+
+def _write(gguf, tmp: Path, model, tok, model_path, type: str) -> None:
+    cfg = model.config
+    name = Path(model_path).resolve().name
     w = gguf.GGUFWriter(str(tmp), "mpt")
     w.add_name(name)
     w.add_context_length(cfg.max_seq_len)
@@ -87,10 +96,8 @@ def export_gguf(model_path: str | Path, output: str | Path, type: str = "f16", a
             w.add_tensor(tname, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     w.write_header_to_file()
     w.write_kv_data_to_file()
-    w.write_tensors_to_file()
+    w.write_tensors_to_file(progress=True)  # a progress bar: minutes for a 7B model
     w.close()
-    os.replace(tmp, out)
-    return out
 
 
 def _add_tokenizer(w, gguf, tok, model_path) -> None:

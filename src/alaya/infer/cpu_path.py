@@ -37,7 +37,7 @@ from torch import nn
 from alaya.fileio import write_json_atomic
 from alaya.infer import cpu_decode
 from alaya.infer.cpu_decode import FEW_ROWS, few_rows_product, launch_lock
-from alaya.infer.int8 import Int8Embedding, Int8Linear, is_quantized, set_kernels
+from alaya.infer.int8 import Int8Matrix, is_quantized, set_kernels
 from alaya.model.mpt import AlayaForCausalLM
 
 
@@ -193,7 +193,7 @@ def switch_to_cpu_kernels(model: AlayaForCausalLM) -> None:
                 fresh[...] = p.detach().numpy()
                 p.data = torch.from_numpy(fresh)
         for m in model.modules():  # int8 matrices (alaya.infer.int8): the same, for their bytes
-            if isinstance(m, (Int8Linear, Int8Embedding)) and m.qweight.device.type == "cpu":
+            if isinstance(m, Int8Matrix) and m.qweight.device.type == "cpu":
                 fresh8 = np.empty(tuple(m.qweight.shape), dtype=np.int8)
                 fresh8[...] = m.qweight.numpy()
                 m.qweight = torch.from_numpy(fresh8)

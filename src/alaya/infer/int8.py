@@ -5,16 +5,15 @@ activations and the KV cache stay in fp32.
 Decoding at batch 1 reads every weight once per token, so a quarter of the bytes is up to four times the
 speed where fp32 decoding is bound by memory bandwidth. Per output channel rather than per group of the
 input dimension: the scale is applied once per output (no extra work in the inner loop, which is what keeps
-the product at the bandwidth bound), and the held-out perplexity stays within 1 % of fp32 (tests;
-README, "8-bit inference"). Per-group scales made the compiled product 3-10x slower at these shapes
-(measured with the same kernel structure on the 2-core EPYC) for an accuracy gain that per-channel does not
-need here.
+the product at the bandwidth bound), and the held-out perplexity stays within 1 % of fp32 (tests). Per-group
+scales put a multiply-add per group into that loop and slowed the compiled product several-fold, for an
+accuracy gain that per-channel does not need here (figures: README, "8-bit inference").
 
 Products of up to ``FEW_ROWS`` rows run in the compiled kernel of :mod:`alaya.infer.cpu_decode` (the
 int8 weights are widened to fp32 inside the loop) or in PyTorch's ``_weight_int8pack_mm``; which of the two
 is chosen the way the fp32 path is chosen (:func:`alaya.infer.cpu_path.use_fastest_cpu_path`). Larger
 products (prefill) widen the weight to fp32 and call the BLAS. Quantizing happens at load, from any model
-folder the project reads (adapters are merged first); it takes about a second at alaya-50m.
+folder the project reads (adapters are merged first).
 """
 from __future__ import annotations
 
@@ -60,16 +59,27 @@ def _int8_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, ke
     return y.view(*x.shape[:-1], qweight.shape[0])
 
 
-class Int8Linear(nn.Module):
-    """A bias-free ``nn.Linear`` with int8 weights and per-output-channel scales (buffers ``qweight``,
-    ``scale``). ``kernels`` chooses the compiled product for a few rows (set by ``alaya.infer.cpu_path``)."""
+class Int8Matrix(nn.Module):
+    """An int8 matrix [N, K] with one fp32 scale per row (buffers ``qweight``, ``scale``) and its product
+    ``x @ (qweight * scale[:, None]).T``. ``kernels`` chooses the compiled product for a few rows (set by
+    ``alaya.infer.cpu_path``)."""
 
     def __init__(self, qweight: torch.Tensor, scale: torch.Tensor):
         super().__init__()
         self.register_buffer("qweight", qweight)
         self.register_buffer("scale", scale)
-        self.out_features, self.in_features = qweight.shape
         self.kernels = False
+
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        return _int8_matmul(x, self.qweight, self.scale, self.kernels)
+
+
+class Int8Linear(Int8Matrix):
+    """A bias-free ``nn.Linear`` with int8 weights and per-output-channel scales."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor):
+        super().__init__(qweight, scale)
+        self.out_features, self.in_features = qweight.shape
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
@@ -78,28 +88,25 @@ class Int8Linear(nn.Module):
         return cls(*quantize_per_channel(linear.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _int8_matmul(x, self.qweight, self.scale, self.kernels)
+        return self.product(x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per channel"
 
 
-class Int8Embedding(nn.Module):
+class Int8Embedding(Int8Matrix):
     """The tied embedding / output head in int8: rows are looked up and widened (``forward``), and the head's
     product (``project``) multiplies by the same int8 matrix, so the table is stored once."""
 
     def __init__(self, qweight: torch.Tensor, scale: torch.Tensor):
-        super().__init__()
-        self.register_buffer("qweight", qweight)
-        self.register_buffer("scale", scale)
+        super().__init__(qweight, scale)
         self.num_embeddings, self.embedding_dim = qweight.shape
-        self.kernels = False
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.qweight[ids].float() * self.scale[ids].unsqueeze(-1)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        return _int8_matmul(x, self.qweight, self.scale, self.kernels)
+        return self.product(x)
 
 
 def is_quantized(model: AlayaForCausalLM) -> bool:
@@ -135,7 +142,7 @@ def quantize_model(model: AlayaForCausalLM) -> AlayaForCausalLM:
 def set_kernels(model: AlayaForCausalLM, enabled: bool) -> None:
     """Which product the int8 layers use for a few rows: the compiled kernel or PyTorch's int8 one."""
     for m in model.modules():
-        if isinstance(m, (Int8Linear, Int8Embedding)):
+        if isinstance(m, Int8Matrix):
             m.kernels = enabled
 
 
