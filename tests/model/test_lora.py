@@ -56,3 +56,36 @@ def test_saved_adapter_loads_in_peft_and_gives_our_logits_and_merges_exactly(tmp
         fresh = tiny()
         merge_adapter(fresh, tmp_path / "adapter")
         torch.testing.assert_close(fresh(ids)[0], ours, atol=2e-5, rtol=1e-4)
+
+
+def test_cpu_dropout_drops_at_rate_p_and_the_adapter_is_unbiased():
+    from alaya.model.lora import cpu_dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(512, 1024) + 3.0  # no exact zeros in x itself
+    torch.manual_seed(1)
+    y, keep = cpu_dropout(x, 0.05)
+    assert keep == pytest.approx(1 - 3277 / 65536)
+    dropped = y == 0
+    n = x.numel()
+    sigma = (0.05 * 0.95 / n) ** 0.5
+    assert abs(float(dropped.float().mean()) - (1 - keep)) < 5 * sigma
+    torch.testing.assert_close(y[~dropped], x[~dropped])  # kept values untouched (the scale goes elsewhere)
+    torch.manual_seed(1)
+    assert torch.equal(cpu_dropout(x, 0.05)[0], y)  # the default generator's draws: seeded, resumable
+    # each of the four 16-bit draws in a 64-bit number drops at the same rate (none of them biased)
+    for k in range(4):
+        assert abs(float(dropped.flatten()[k::4].float().mean()) - (1 - keep)) < 5 * 2 * sigma
+
+    # the layer: E[train output] equals the eval output (dropout's 1 / keep is in the adapter's scale)
+    lin = LoRALinear(torch.nn.Linear(64, 32, bias=False), r=4, alpha=8, dropout=0.3, rslora=False)
+    torch.nn.init.normal_(lin.lora_B.weight)
+    inp = torch.randn(8, 64)
+    with torch.no_grad():
+        lin.eval()
+        expected = lin(inp)
+        lin.train()
+        mean = sum(lin(inp) for _ in range(2000)) / 2000
+    assert float((mean - expected).abs().max()) < 0.05 * float(expected.abs().max())
+    with pytest.raises(ValueError, match="dropout"):
+        LoRALinear(torch.nn.Linear(4, 4, bias=False), r=2, alpha=4, dropout=1.0, rslora=False)

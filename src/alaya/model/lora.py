@@ -124,11 +124,29 @@ def merge_adapter(model: AlayaForCausalLM, folder: str | Path) -> list[str]:
 DEFAULT_TARGETS = ("Wqkv", "out_proj", "up_proj", "down_proj")
 
 
+def cpu_dropout(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """Dropout for the CPU without its 1 / keep scale: ``(x with elements zeroed, keep)``.
+
+    Each element is dropped when a 16-bit random number falls below ``round(p * 65536)``, so it is kept
+    with probability ``keep = 1 - round(p * 65536) / 65536`` (0.950003 for p = 0.05). Four such numbers
+    come from one 64-bit draw of the default generator, which makes the mask about 5x cheaper than
+    ``torch.bernoulli_`` (one draw per element): on a CPU, LoRA's dropout otherwise costs more than the
+    adapter's products. Seeded and checkpointed like any draw of the default generator.
+    """
+    threshold = round(p * 65536)
+    n = x.numel()
+    bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)  # every bit random
+    drop = bits.view(torch.int16)[:n].view(x.shape) < threshold - 32768
+    return x.masked_fill(drop, 0.0), 1.0 - threshold / 65536
+
+
 class LoRALinear(nn.Module):
     """A frozen Linear plus a trainable low-rank update; ``weight`` keeps the base layer's name."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {dropout}")
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight = base.weight
         self.weight.requires_grad_(False)
@@ -137,11 +155,19 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Linear(r, self.out_features, bias=False, device=dev, dtype=dtype)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # peft's default init
         nn.init.zeros_(self.lora_B.weight)
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = float(dropout)
         self.scaling = alpha / math.sqrt(r) if rslora else alpha / r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        base = F.linear(x, self.weight)
+        scaling = self.scaling
+        if self.training and self.dropout > 0:
+            if x.device.type == "cpu":
+                x, keep = cpu_dropout(x, self.dropout)
+                scaling = scaling / keep  # dropout's 1 / keep, folded into the adapter's (linear) scale
+            else:
+                x = F.dropout(x, self.dropout, training=True)
+        return base + self.lora_B(self.lora_A(x)) * scaling
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:

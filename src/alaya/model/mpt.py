@@ -16,7 +16,7 @@ State-dict names are those of ``transformers.MptForCausalLM`` (``transformer.wte
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +78,82 @@ def decode_bias(slopes: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtyp
 
 
 @dataclass
+class Unpadded:
+    """Where the real (non-padding) tokens of a [B, T] batch sit. The Linears, norms and the FFN run on
+    those N tokens only, as a [N, D] tensor, so a padded batch costs its real tokens' products, not its
+    padding's, and computes the same thing token for token.
+
+    Attention, on an accelerator, runs on the [B, T] layout (:meth:`pad` scatters the rows back, zeros at
+    padding; :meth:`unpad` gathers them) with the batch's mask. On the CPU, when every example (a row, or
+    a packed row's segment) is one contiguous run of tokens, ``spans`` holds the runs' lengths in order
+    and attention runs on each example alone, with its own causal ALiBi bias: the cost is the sum of the
+    squared example lengths, not rows x longest row squared, and no [B, H, T, T] mask is built.
+    """
+
+    index: torch.Tensor  # [N] positions of the real tokens in the flattened [B * T]
+    batch: int
+    length: int
+    spans: list[int] | None = None
+    slopes: torch.Tensor | None = None
+    dtype: torch.dtype = torch.float32
+    _biases: dict = field(default_factory=dict)
+
+    # below this share of real tokens the batch is unpadded (the gathers cost less than the products saved)
+    MAX_DENSITY = 0.95
+    # where attention runs example by example: many small calls suit a CPU, not a GPU's launch costs
+    BY_EXAMPLE_DEVICES = ("cpu",)
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor, segment_ids: torch.Tensor | None, slopes: torch.Tensor,
+           dtype: torch.dtype, by_example: bool) -> "Unpadded | None":
+        """The real tokens of a [B, T] mask, or None when there is nothing to gain. ``by_example``: the
+        tokens attend only to each other (no cache), so on the CPU each example may attend alone."""
+        B, T = attention_mask.shape
+        index = attention_mask.flatten().nonzero().squeeze(1)
+        by_example = by_example and attention_mask.device.type in cls.BY_EXAMPLE_DEVICES
+        if len(index) > cls.MAX_DENSITY * B * T and not (by_example and segment_ids is not None):
+            return None
+        rows = cls(index, B, T, slopes=slopes, dtype=dtype)
+        if by_example:
+            rows.spans = _contiguous_runs(attention_mask, segment_ids)
+        return rows
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C] -> [B, T, C], zeros at padding."""
+        out = x.new_zeros(self.batch * self.length, x.shape[-1])
+        return out.index_copy(0, self.index, x).view(self.batch, self.length, -1)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, C] -> [N, C]."""
+        return x.reshape(self.batch * self.length, -1).index_select(0, self.index)
+
+    def span_bias(self, n: int) -> torch.Tensor:
+        """ALiBi + causal bias [1, H, n, n] of one example of n tokens."""
+        if n not in self._biases:
+            pos = torch.arange(n, device=self.index.device)
+            self._biases[n] = attention_bias(self.slopes, pos, None, n, self.dtype)
+        return self._biases[n]
+
+
+def _contiguous_runs(attention_mask: torch.Tensor, segment_ids: torch.Tensor | None) -> list[int] | None:
+    """Lengths, in row-major order, of the examples' runs of real tokens, or None when an example's tokens
+    are not one contiguous run (padding inside an example, an id used twice in a row): attention then
+    needs the batch's mask."""
+    B, T = attention_mask.shape
+    real = attention_mask.flatten().bool()
+    if not bool(real.any()):
+        return None
+    seg = torch.zeros(B, T, dtype=torch.long) if segment_ids is None else segment_ids.long() - int(segment_ids.min())
+    key = (torch.arange(B)[:, None] * (int(seg.max()) + 1) + seg).flatten()  # (row, example) -> one id
+    starts = real.clone()
+    starts[1:] &= (key[1:] != key[:-1]) | ~real[:-1]
+    if int(starts.sum()) != int(torch.unique(key[real]).numel()):
+        return None
+    at = (real.cumsum(0) - 1)[starts]  # where each run starts among the real tokens
+    return torch.diff(at, append=torch.tensor([int(real.sum())])).tolist()
+
+
+@dataclass
 class KVCache:
     """Preallocated keys and values of every layer: [n_layers, B, H, capacity, head_dim] each."""
 
@@ -122,9 +198,16 @@ class Attention(nn.Module):
         self.Wqkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
         self.out_proj = nn.Linear(config.d_model, config.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
-        B, T, D = x.shape
-        q, k, v = self.Wqkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None, layer: int,
+                rows: Unpadded | None = None) -> torch.Tensor:
+        qkv = self.Wqkv(x)
+        if rows is not None and rows.spans is not None:  # each example alone (CPU, no cache)
+            return self.out_proj(torch.cat([self._attend(part, rows.span_bias(len(part)))
+                                            for part in qkv.split(rows.spans)]))
+        if rows is not None:  # x holds only the real tokens, [N, D]
+            qkv = rows.pad(qkv)
+        B, T, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if cache is not None:
             end = cache.length + T
             cache.keys[layer, :, :, cache.length : end] = k
@@ -132,8 +215,14 @@ class Attention(nn.Module):
             k, v = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]
         if k.dtype != q.dtype:  # a KV cache kept in another dtype than the activations
             k, v = k.to(q.dtype), v.to(q.dtype)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(B, T, D)
+        return self.out_proj(y if rows is None else rows.unpad(y))
+
+    def _attend(self, qkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention of one example's n tokens: qkv [n, 3D] -> [n, D]."""
+        n = qkv.shape[0]
+        q, k, v = qkv.view(1, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(n, -1)
 
 
 class FeedForward(nn.Module):
@@ -154,8 +243,9 @@ class Block(nn.Module):
         self.norm_2 = LayerNorm(config.d_model, config.layer_norm_epsilon)
         self.ffn = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
-        x = x + self.attn(self.norm_1(x), bias, cache, layer)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None, layer: int,
+                rows: Unpadded | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm_1(x), bias, cache, layer, rows)
         return x + self.ffn(self.norm_2(x))
 
 
@@ -217,14 +307,21 @@ class AlayaForCausalLM(nn.Module):
         cache: KVCache | None = None,
         last_token_only: bool = False,
         segment_ids: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [B, T or 1, V] and, with ``labels``, the mean next-token cross-entropy.
 
         ``attention_mask`` [B, S] marks real tokens (1) and padding (0) over all S keys (past + current
-        when a cache is given); padding goes on the left. ``labels`` are shifted inside; -100 is ignored.
+        when a cache is given). ``labels`` are shifted inside; -100 is ignored.
         With ``cache``, the new keys and values are written at ``cache.length`` and the cache advances.
         ``segment_ids`` [B, T] (training on packed examples) keeps attention inside each example.
+        ``logits_at`` [B, T] (bool): only the logits of these positions, as [M, V] in row-major order
+        (a training loss needs them only where a label is supervised: the head is the largest product of
+        a small model and its fp32 logits the largest tensor of a large vocabulary's).
+        Logits at padding positions are not defined (a batch with padding runs on its real tokens only).
         """
+        if logits_at is not None and (labels is not None or last_token_only):
+            raise ValueError("logits_at selects the logits itself; it cannot go with labels or last_token_only")
         B, T = input_ids.shape
         if (self.decode_step is not None and T == 1 and cache is not None and attention_mask is not None
                 and labels is None and not torch.is_grad_enabled()):
@@ -241,21 +338,33 @@ class AlayaForCausalLM(nn.Module):
         act_dtype = (
             torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         )
-        if T == 1 and attention_mask is not None:
+        rows = None
+        if attention_mask is not None and T > 1 and not torch.compiler.is_compiling():
+            rows = Unpadded.of(attention_mask[:, past:], segment_ids, self.slopes(x.device), act_dtype,
+                               by_example=cache is None)
+        if rows is not None and rows.spans is not None:
+            bias = None  # each example builds its own
+        elif T == 1 and attention_mask is not None:
             bias = decode_bias(self.slopes(x.device), attention_mask, act_dtype)
         else:
             query_pos = torch.arange(past, n_keys, device=x.device)
             bias = attention_bias(self.slopes(x.device), query_pos, attention_mask, n_keys, act_dtype, segment_ids)
+        if rows is not None:
+            x = rows.unpad(x)
         for i, block in enumerate(self.transformer.blocks):
             if self.activation_checkpointing and self.training and cache is None:
-                x = checkpoint(block, x, bias, None, i, use_reentrant=False)
+                x = checkpoint(block, x, bias, None, i, rows, use_reentrant=False)
             else:
-                x = block(x, bias, cache, i)
+                x = block(x, bias, cache, i, rows)
         if cache is not None:
             cache.length = n_keys
+        x = self.transformer.norm_f(x)
+        if rows is not None:
+            x = rows.pad(x)
         if last_token_only:
             x = x[:, -1:]
-        x = self.transformer.norm_f(x)
+        elif logits_at is not None:
+            x = x[logits_at]
         wte = self.transformer.wte
         if isinstance(wte, nn.Embedding):
             logits = self.head_linear(x, wte.weight if wte.weight.dtype == x.dtype else wte.weight.to(x.dtype))

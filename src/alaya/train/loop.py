@@ -76,27 +76,43 @@ def real_tokens(batch: dict) -> int:
     return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
 
 
+def supervised_positions(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions whose next token carries a loss ([B, T] bool) and those tokens ([M], row-major):
+    the model's head runs on these positions only. Computed from the batch on the host, so it costs an
+    accelerator no synchronisation."""
+    labels = batch["labels"]
+    at = torch.zeros(labels.shape, dtype=torch.bool)
+    at[:, :-1] = labels[:, 1:] != IGNORE
+    return at, labels[:, 1:][at[:, :-1]]
+
+
+def _supervised_ce(model: torch.nn.Module, batch: dict, device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy (fp32) of each supervised token, and the [B, T] positions it belongs to."""
+    kwargs = {k: batch[k].to(device, non_blocking=True) for k in ("attention_mask", "segment_ids") if k in batch}
+    at, targets = supervised_positions(batch)
+    ids = batch["input_ids"].to(device, non_blocking=True)
+    with autocast(device, precision):
+        if bool(at[:, :-1].all()):  # pretraining: every position but the last; a slice, not a gather
+            logits = model(ids, **kwargs)[0][:, :-1].flatten(0, 1)
+        else:
+            logits, _ = model(ids, logits_at=at.to(device), **kwargs)
+    return F.cross_entropy(logits.float(), targets.to(device, non_blocking=True), reduction="none"), at
+
+
 def loss_sum(model: torch.nn.Module, batch: dict, device: torch.device, precision: str) -> torch.Tensor:
     """Summed next-token cross-entropy of the batch's supervised tokens (fp32)."""
-    kwargs = {k: batch[k].to(device, non_blocking=True) for k in ("attention_mask", "segment_ids") if k in batch}
-    ids = batch["input_ids"].to(device, non_blocking=True)
-    labels = batch["labels"].to(device, non_blocking=True)
-    with autocast(device, precision):
-        logits, _ = model(ids, **kwargs)
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE,
-                           reduction="sum")
+    ce, _ = _supervised_ce(model, batch, device, precision)
+    return ce.sum()
 
 
 @torch.no_grad()
 def row_losses(model: torch.nn.Module, batch: dict, device: torch.device, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the summed cross-entropy of its supervised tokens and their count (the batched scorer of
     screening and evaluation)."""
-    kwargs = {k: batch[k].to(device) for k in ("attention_mask", "segment_ids") if k in batch}
-    with autocast(device, precision):
-        logits, _ = model(batch["input_ids"].to(device), **kwargs)
-    labels = batch["labels"][:, 1:].to(device)
-    ce = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-    return ce.sum(1).cpu(), (labels != IGNORE).sum(1).cpu()
+    ce, at = _supervised_ce(model, batch, device, precision)
+    row = at.nonzero()[:, 0]  # the row of each supervised token, in the logits' order
+    sums = torch.zeros(at.shape[0], dtype=torch.float32).index_add_(0, row, ce.cpu())
+    return sums, at.sum(1)
 
 
 def train_step(
