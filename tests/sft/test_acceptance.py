@@ -28,13 +28,14 @@ def test_a_tiny_chat_model_knows_who_it_is_on_heldout_phrasings(tmp_path, capsys
     tok = train_tokenizer(texts + [r["instruction"] + "\n" + r["output"] for r in general], vocab_size=2048,
                           show_progress=False)
     torch.manual_seed(0)
-    save_model(AlayaForCausalLM(preset("alaya-tiny", vocab_size=2048, max_seq_len=256)), tmp_path / "base", tokenizer=tok)
+    save_model(AlayaForCausalLM(preset("alaya-tiny", vocab_size=2048, max_seq_len=256, n_layers=4)), tmp_path / "base",
+               tokenizer=tok)
     sources = [f"{{path: {tmp_path / 'id.jsonl'}, category: self_awareness}}"] + [f"{{path: {p}, category: general}}" for p in ALPACA]
-    shares = "{self_awareness: 0.4, general: 0.6}"
+    shares = "{self_awareness: 0.5, general: 0.5}"
     run_dir = tmp_path / "run"
     assert main(["sft", "--config", str(REPO / "configs" / "sft" / "tiny-full.yaml"), f"model.path={tmp_path / 'base'}",
                  f"run_dir={run_dir}", "data.recipe=null", f"data.sources=[{', '.join(sources)}]", f"data.shares={shares}",
-                 "schedule.max_steps=220", "optimizer.lr=4e-3", "optimizer.min_lr=4e-4", "train.seq_len=128",
+                 "schedule.max_steps=320", "optimizer.lr=4e-3", "optimizer.min_lr=4e-4", "train.seq_len=128",
                  "train.micro_batch_size=16", "eval.every=1000", "checkpoint.every=1000", "eval.samples=[]",
                  "log.progress=false", "train.peak_tflops=0.1"]) == 0
     from alaya.infer.loading import load_for_inference
@@ -42,9 +43,10 @@ def test_a_tiny_chat_model_knows_who_it_is_on_heldout_phrasings(tmp_path, capsys
     model, tk = load_for_inference(str(run_dir / "final"), device="cpu", dtype="float32")
     held = [json.loads(l) for l in open(tmp_path / "id.heldout.jsonl", encoding="utf-8")]
     random.Random(0).shuffle(held)
-    rates = {lang: identity_rate(model, tk, [h for h in held if h["lang"] == lang][:60]) for lang in ("en", "zh")}
+    rates = {lang: identity_rate(model, tk, [h for h in held if h["lang"] == lang][:200]) for lang in ("en", "zh")}
     with capsys.disabled():
         print("\nSFT acceptance (tiny model, greedy): identity rate on held-out phrasings", json.dumps(rates))
-    # 0.93 en / 0.98 zh with this (now path-independent) split; the split used to follow the temp folder's
-    # name and the rates ranged over 0.92-1.00 between runs
-    assert rates["en"] >= 0.9 and rates["zh"] >= 0.9, rates
+    # the issue's bar, 95 % in each language, on 200 held-out phrasings each. Here (AMD EPYC, 2026-12-02):
+    # 0.99 en / 1.00 zh. The 2-layer model of earlier sessions, 220 steps, 40 % identity, gave 0.92-0.99
+    # over nearby settings: too close to the bar for a test that runs on other CPUs' float rounding
+    assert rates["en"] >= 0.95 and rates["zh"] >= 0.95, rates
