@@ -150,3 +150,19 @@ def test_two_ranks_train_like_one_with_the_same_global_batch(mode, tmp_path, bas
     a = load_file(str(tmp_path / "one" / "final" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "two" / "final" / "adapter_model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_the_alaya_7b_lora_preset_holds_the_published_settings_and_validates():
+    """configs/sft/alaya-7b-lora.yaml needs 8 GPUs to run; here it is loaded and checked as a run would."""
+    from alaya.sft.run import SFT_DEFAULTS, check_sft_config
+    from alaya.train.config import load_config
+
+    cfg = load_config(str(REPO / "configs" / "sft" / "alaya-7b-lora.yaml"), ["model.path=Alaya-7B"], SFT_DEFAULTS,
+                      frozenset({"model", "data.shares"}), check_sft_config)
+    assert cfg["method"] == "lora"
+    assert {k: cfg["lora"][k] for k in ("r", "alpha", "dropout")} == {"r": 16, "alpha": 32, "dropout": 0.05}
+    assert cfg["lora"]["target_modules"] == ["Wqkv", "out_proj", "up_proj", "down_proj"]
+    t = cfg["train"]
+    assert (t["precision"], t["parallel"], t["compile"], t["packing"]) == ("bf16", "fsdp", True, True)
+    assert cfg["optimizer"]["grad_clip"] == 0.3
+    assert (REPO / cfg["data"]["recipe"]).is_file()
