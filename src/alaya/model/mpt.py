@@ -198,7 +198,7 @@ class Attention(nn.Module):
         self.Wqkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
         self.out_proj = nn.Linear(config.d_model, config.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None, layer: int,
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, cache: KVCache | None, layer: int,
                 rows: Unpadded | None = None) -> torch.Tensor:
         qkv = self.Wqkv(x)
         if rows is not None and rows.spans is not None:  # each example alone (CPU, no cache)
@@ -243,7 +243,7 @@ class Block(nn.Module):
         self.norm_2 = LayerNorm(config.d_model, config.layer_norm_epsilon)
         self.ffn = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None, layer: int,
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, cache: KVCache | None, layer: int,
                 rows: Unpadded | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm_1(x), bias, cache, layer, rows)
         return x + self.ffn(self.norm_2(x))
