@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -35,11 +34,9 @@ def main() -> None:
     if not all(p.exists() for p in alpaca + red):
         sys.exit(f"skipped: Alpaca demos / XSafety / Flames not at {DATA} (set ALAYA_DATA)")
     from alaya.cli import main as alaya
-    from alaya.infer.loading import load_for_inference
     from alaya.model.config import preset
     from alaya.model.hf import save_model
     from alaya.model.mpt import AlayaForCausalLM
-    from alaya.sft.behaviour import identity_rate, refusal_rate
     from alaya.sft.identity import Identity, write_identity_data
     from alaya.tokenizer import train_tokenizer
 
@@ -63,21 +60,19 @@ def main() -> None:
                   f"schedule.max_steps={args.steps}", f"optimizer.lr={args.lr}", f"optimizer.min_lr={args.lr / 10}",
                   "train.seq_len=128", "train.micro_batch_size=16", "eval.every=100000", "checkpoint.every=100000",
                   "eval.samples=[]", "log.progress=false"]) == 0
-    if args.method == "full":
-        m, tk = load_for_inference(str(run / "final"), device="cpu", dtype="float32")
-    else:
-        m, tk = load_for_inference(str(work / "base"), str(run / "final"), device="cpu", dtype="float32")
-    held = [json.loads(l) for l in open(run / "generated" / "identity.heldout.jsonl", encoding="utf-8")] \
-        if (run / "generated" / "identity.heldout.jsonl").exists() else \
-        [json.loads(l) for l in open(work / "id.heldout.jsonl", encoding="utf-8")]
-    random.Random(0).shuffle(held)
-    harmful = [json.loads(l)["prompt"] for l in open(run / "generated" / "refusals.heldout.jsonl", encoding="utf-8")]
-    random.Random(0).shuffle(harmful)
-    benign = [json.loads(l)["prompt"] for l in open(run / "generated" / "refusals.benign.heldout.jsonl", encoding="utf-8")]
-    res = {"identity_rate_en": identity_rate(m, tk, [h for h in held if h["lang"] == "en"][: args.limit]),
-           "identity_rate_zh": identity_rate(m, tk, [h for h in held if h["lang"] == "zh"][: args.limit]),
-           "refusal_rate": refusal_rate(m, tk, harmful[: args.limit]),
-           "over_refusal_rate": refusal_rate(m, tk, benign[: args.limit])}
+    # scored as `alaya eval` scores the chat-behaviour tasks (the one place the rates are computed)
+    ident = run / "generated" / "identity.heldout.jsonl"
+    ident = ident if ident.exists() else work / "id.heldout.jsonl"
+    model_args = [str(run / "final")] if args.method == "full" else [str(work / "base"), "--adapter", str(run / "final")]
+    out = work / "eval"
+    assert alaya(["eval", *model_args, "--task", f"identity={ident}", f"refusal={run}", f"over_refusal={run}",
+                  "--limit", str(args.limit), "--batch-size", "32", "--output", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "results.json").read_text(encoding="utf-8"))["results"]
+    res = {"identity_rate_en": r["identity_en"]["rate,none"], "identity_rate_zh": r["identity_zh"]["rate,none"],
+           "refusal_rate": r["refusal"]["rate,none"], "over_refusal_rate": r["over_refusal"]["rate,none"],
+           "identity_stop_rate": r["identity"]["stop_rate,none"]}
+    benign = [1 for _ in open(run / "generated" / "refusals.benign.heldout.jsonl", encoding="utf-8")]
+    harmful = [1 for _ in open(run / "generated" / "refusals.heldout.jsonl", encoding="utf-8")]
     print(json.dumps(res))
     print(f"\n{args.preset} {args.method} SFT, {args.steps} steps, greedy, {time.time() - t0:.0f} s in all")
     for k, v in res.items():

@@ -2,12 +2,18 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
+
+# compiled-code caches in an ignored folder of the checkout, kept between runs (numba's kernels, inductor's
+# graphs); set before anything imports numba or compiles
+_CACHE = Path(__file__).resolve().parents[1] / ".cache"
+os.environ.setdefault("NUMBA_CACHE_DIR", str(_CACHE / "numba"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_CACHE / "inductor"))
 
 import numpy as np
 import pytest
@@ -23,6 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 # the shared real data sets: ALAYA_DATA, else ../shared/data beside the repository
 SHARED_DATA = Path(os.environ["ALAYA_DATA"]) if os.environ.get("ALAYA_DATA") else REPO.parent / "shared" / "data"
 CORPUS = SHARED_DATA / "corpus"
+# the CPU decoding path is pinned, so a test tests the path it means to and not whichever won a timing at
+# start; the tests of each path set it on purpose (test_cpu_path, test_cpu_decode, test_int8, test_server)
+os.environ.setdefault("ALAYA_CPU_PATH", "torch")
 # the CPU decoding path's measured choices (alaya.infer.cpu_path) go to a folder of this test run, not to
 # the user's ~/.cache: each run measures afresh, and subprocesses started by tests inherit it
 if "ALAYA_CACHE_DIR" not in os.environ:
@@ -89,13 +98,15 @@ def token_dir(tmp_path_factory):
 
 
 def tiny_run_overrides(run_dir, token_dir, steps=8, **extra):
-    """Overrides for configs/pretrain/tiny.yaml that make a run of a few seconds."""
+    """Overrides for configs/pretrain/tiny.yaml that make a run of a few seconds; an extra key set to None
+    is left out (the config's own value holds: ``**{"train.peak_tflops": None}`` measures the peak)."""
     base = {"run_dir": str(run_dir), "data.path": str(token_dir), "model.vocab_size": 512, "model.d_model": 64,
             "model.n_heads": 4, "model.n_layers": 2, "model.max_seq_len": 64, "train.seq_len": 64,
             "train.micro_batch_size": 4, "schedule.max_steps": steps, "schedule.warmup_steps": 2,
             "checkpoint.every": 2, "checkpoint.keep": 2, "eval.every": 4, "eval.windows": 8,
             "log.progress": False, "train.peak_tflops": 0.1, **extra}
-    return [f"{k}={v}" for k, v in base.items()]
+    return [f"{k}={v}" for k, v in base.items() if v is not None]
+
 
 @pytest.fixture(scope="session")
 def trained_dir(token_dir, tmp_path_factory):
@@ -134,10 +145,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir, *extra):
+def start_server(model_dir, *extra, env=None):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "alaya.cli", "serve", str(model_dir), "--port", str(port),
-                             "--log-level", "warning", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--log-level", "warning", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=None if env is None else {**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:

@@ -42,10 +42,17 @@ def test_quickstart_runs_every_step_and_leaves_a_chat_model_that_loads_in_transf
         assert (work / "sft" / "generated" / name).stat().st_size > 0
     answers = [json.loads(l) for l in (work / "sample-answers.jsonl").read_text().splitlines()]
     assert len(answers) == 8 and all("response" in a for a in answers)
-    for task in ("perplexity", "identity", "refusal", "over_refusal"):
-        assert task in summary["eval"]
-    if summary["mc_skipped"] is None:
-        assert 0 <= summary["eval"]["arc_easy"] <= 1
+    # the summary's scores are the evaluation's own numbers, rounded; their values depend on the CPU's float
+    # rounding through 40 + 20 training steps, so no exact value holds on every machine
+    results = json.loads((work / "eval" / "results.json").read_text())["results"]
+    tasks = ["perplexity", "identity", "refusal", "over_refusal"]
+    arc = (SHARED_DATA / "arc" / "arc_easy.jsonl").is_file()
+    assert (summary["mc_skipped"] is None) == arc
+    for task in tasks + (["arc_easy"] if arc else []):
+        key = {"perplexity": "bits_per_byte,none", "arc_easy": "acc,none"}.get(task, "rate,none")
+        assert summary["eval"][task] == round(results[task][key], 4), task
+    for task in tasks[1:]:  # the chat-behaviour tasks say how often the model ended its reply itself
+        assert summary["eval"][f"{task}_stop_rate"] == round(results[task]["stop_rate,none"], 4)
     assert any("alaya chat" in l for l in lines) and any("quickstart summary" in l for l in lines)
     model = transformers.AutoModelForCausalLM.from_pretrained(summary["model"])
     tok = transformers.AutoTokenizer.from_pretrained(summary["model"])

@@ -14,6 +14,30 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give ``path`` (and all below it) the modes a plain ``open``/``mkdir`` would have given: temporaries
+    from ``mkdtemp`` are 0700, and some writers (safetensors) create 0600 files, which would leave a model
+    folder unreadable to another user, a container's non-root account or a serving engine."""
+    mask = current_umask()
+    path = Path(path)
+    todo = [path]
+    while todo:
+        p = todo.pop()
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            os.chmod(p, 0o777 & ~mask)
+            todo.extend(p.iterdir())
+        else:
+            os.chmod(p, 0o666 & ~mask)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +76,7 @@ class _AtomicFolder:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+        follow_umask(self.tmp)
         old = None
         if self.final.exists():
             old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")

@@ -11,6 +11,7 @@ from typing import Iterable, Mapping, Sequence
 INSTRUCTION_FORMAT = "### Instruction:\t\n{instruction}\n\n"
 OUTPUT_FORMAT = "### Output:\t\n{output} </s>"
 OUTPUT_FLAG = "### Output:\t\n"
+OUTPUT_MARKER = OUTPUT_FLAG.rstrip("\t\n")  # "### Output:": inside a reply, the model began another one
 # The model begins a new turn by itself when it has finished its reply: that ends the reply.
 TURN_STOP = INSTRUCTION_FORMAT.split("{")[0].rstrip("\t\n")  # "### Instruction:"
 

@@ -268,6 +268,8 @@ def step_eval(p: Plan) -> dict:
             if key in r and not name.startswith("arc_easy_"):
                 scores[name] = round(float(r[key]), 4)
                 break
+        if name in ("identity", "refusal", "over_refusal"):  # how often the model ended its reply with </s>
+            scores[f"{name}_stop_rate"] = round(float(r["stop_rate,none"]), 4)
     return {"results": str(p.path("eval", "results.json")), "scores": scores, "mc_skipped": skipped}
 
 
@@ -362,6 +364,8 @@ def _print_summary(p: Plan, s: dict, log: Callable[[str], None]) -> None:
             rows.append((label, str(s["eval"][task])))
             rows += [(f"  {name.rpartition('_')[2]}", str(v)) for name, v in s["eval"].items()
                      if name.startswith(task + "_") and name.rpartition("_")[2] in ("en", "zh", "code")]
+            if f"{task}_stop_rate" in s["eval"]:
+                rows.append(("  replies ended with </s> (stop rate)", str(s["eval"][f"{task}_stop_rate"])))
     if s["mc_skipped"]:
         rows.append(("multiple choice", "skipped: " + s["mc_skipped"]))
     width = max(len(r[0]) for r in rows)

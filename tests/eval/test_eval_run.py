@@ -40,8 +40,13 @@ def test_eval_writes_results_samples_and_table(model_dir, tmp_path, capsys):
     assert set(res["group_subtasks"]["perplexity"]) == {"perplexity_en", "perplexity_zh"}
     assert p["bits_per_byte,none"] > 0 and p["token_perplexity,none"] > 1
     assert res["higher_is_better"]["perplexity"]["bits_per_byte"] is False
-    assert res["results"]["identity"]["rate,none"] in (0.0, 0.5, 1.0)
     samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    # the rates, from their definitions over the items' replies (greedy: the same replies every run)
+    ident = [s for s in samples if s["task"] == "identity"]
+    hits = [any(w in s["generation"] for w in s["target"]) for s in ident]
+    assert [s["rate"] for s in ident] == [float(h) for h in hits]
+    assert res["results"]["identity"]["rate,none"] == sum(hits) / 2
+    assert res["results"]["identity"]["stop_rate,none"] == sum(s["stopped"] for s in ident) / 2
     assert len(samples) == 5 and {s["task"] for s in samples} == {"perplexity", "identity"}
     assert all("generation" in s for s in samples if s["task"] == "identity")
     table = (out / "results.md").read_text()
@@ -138,3 +143,36 @@ def test_an_interrupted_eval_resumes_at_the_task_it_was_in(model_dir, tmp_path, 
     monkeypatch.setattr(eval_run.Evaluator, "_run_perplexity", no_rerun)
     with pytest.raises(AssertionError, match="finished before"):
         main(args + ["--limit", "1"])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mmlu").is_dir() or not (SHARED_DATA / "gsm8k_test").is_dir(),
+                    reason=f"MMLU / GSM8K not present at {SHARED_DATA}")
+def test_prompts_cut_to_fit_the_context_are_counted_warned_and_shown(model_dir, tmp_path, capsys):
+    """5-shot MMLU and GSM8K do not fit the test model's 128 tokens: each item records the tokens cut from its
+    prompt's left and the shots still whole; results.json, the table and one warning per task say so."""
+    from alaya.tokenizer import AlayaTokenizer
+
+    out = tmp_path / "out"
+    assert main(["eval", str(model_dir), "--task", "mmlu:abstract_algebra", "gsm8k", "--limit", "3", "--shots", "5",
+                 "--max-new-tokens", "8", "--output", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    tok = AlayaTokenizer.load(model_dir)
+    for s in samples:
+        if s["task"] == "mmlu":  # the definition: prompt + choice beyond the model's 128 tokens (+ 1 predicted)
+            want = max(max(0, len(tok.encode(s["prompt"] + " " + c)) - 129) for c in s["choices"])
+        else:  # generation keeps the last 128 - 8 prompt tokens (8 new tokens follow)
+            want = max(0, len(tok.encode(s["prompt"])) - 120)
+        assert s["truncated_tokens"] == want > 0
+        assert 0 <= s["shots_fitted"] < 5
+    for task in ("mmlu", "gsm8k"):
+        mine = [s for s in samples if s["task"] == task]
+        assert res["configs"][task]["truncated"] == {
+            "items": 3, "max_tokens": max(s["truncated_tokens"] for s in mine),
+            "mean_tokens": round(sum(s["truncated_tokens"] for s in mine) / 3, 1),
+            "shots_fitted_min": min(s["shots_fitted"] for s in mine)}
+        assert err.count(f"warning: {task}: 3 of 3 prompts were cut from the left") == 1
+    table = (out / "results.md").read_text()
+    fitted = res["configs"]["gsm8k"]["truncated"]["shots_fitted_min"]
+    assert f"| gsm8k | 3 | 5 (≥{fitted} fitted) |" in table and "3 prompts cut" in table

@@ -84,6 +84,7 @@ def test_full_text_choices_agree_with_lm_eval(model_dir, tmp_path, monkeypatch):
     ours, samples = Evaluator(EvalSettings(shots=0, limit=LIMIT * 2, data_dir=SHARED_DATA, progress=False)).run(
         model, tok, [TaskSpec.parse("arc_easy")])
     their = sorted(theirs["samples"]["alaya_arc_easy"], key=lambda s: s["doc_id"])
+    assert len(samples) == len(their) == LIMIT * 2
     for m, t in zip(samples, their):
         assert m["loglikelihoods"] == pytest.approx([r[0][0] for r in t["resps"]], abs=2e-3)
     for metric in ("acc", "acc_norm"):
@@ -119,6 +120,7 @@ def test_lm_eval_local_completions_scores_through_alaya_serve(model_dir, tmp_pat
     ours, samples = Evaluator(EvalSettings(shots=0, limit=8, data_dir=SHARED_DATA, progress=False)).run(
         model, tok, [TaskSpec.parse("arc_easy")])
     their = sorted(theirs["samples"]["alaya_arc_easy"], key=lambda s: s["doc_id"])
+    assert len(samples) == len(their) == LIMIT * 2
     for m, t in zip(samples, their):
         assert m["loglikelihoods"] == pytest.approx([r[0][0] for r in t["resps"]], abs=2e-3)
     assert len(their) == 8

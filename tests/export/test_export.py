@@ -135,11 +135,21 @@ def test_ctranslate2_decodes_what_we_decode(trained_dir, tmp_path):
     res = gen.generate_batch([[vocab[i] for i in p] for p in prompts], max_length=32, sampling_topk=1,
                              include_prompt_in_result=False, suppress_sequences=[["<pad>"]], end_token="</s>")
     assert [r.sequences_ids[0] for r in res] == ours
-    # int8: the folder converts and decodes (the figures are in benchmarks/decode.py)
+    # int8: CTranslate2's own int8 products against our int8 model (alaya.infer.int8: weights per output
+    # channel, as CTranslate2 quantizes them), both greedy: the same prompts, the first 8 tokens
     assert main(["export", "ctranslate2", str(trained_dir), str(tmp_path / "ct2-int8"), "--quantization", "int8"]) == 0
     gen8 = ctranslate2.Generator(str(tmp_path / "ct2-int8"), device="cpu", compute_type="int8")
-    assert len(gen8.generate_batch([[vocab[i] for i in prompts[0]]], max_length=8, sampling_topk=1,
-                                   include_prompt_in_result=False)[0].sequences_ids[0]) > 0
+    res8 = gen8.generate_batch([[vocab[i] for i in p] for p in prompts], max_length=8, sampling_topk=1,
+                               include_prompt_in_result=False, suppress_sequences=[["<pad>"]], end_token="</s>")
+    model8, _ = load_for_inference(trained_dir, device="cpu", dtype="float32", quantize="int8")
+    ours8 = generate(model8, prompts, GenerationConfig(max_new_tokens=8, temperature=0))
+    theirs8 = [r.sequences_ids[0] for r in res8]
+    # CTranslate2's int8 also quantizes the activations (ours only the weights), so the two greedy paths part
+    # where two logits are nearly tied; a broken export agrees on next to nothing. Here (AMD EPYC,
+    # 2026-12-04): the first token of all 5 prompts equal, common prefixes 23 of 33 tokens
+    prefix = [next((k for k, (a, b) in enumerate(zip(t, o)) if a != b), min(len(t), len(o))) for t, o in zip(theirs8, ours8)]
+    assert [t[:1] for t in theirs8] == [o[:1] for o in ours8]
+    assert sum(prefix) >= 0.5 * sum(len(o) for o in ours8), (theirs8, ours8)
     from alaya.export.ctranslate2 import export_ctranslate2
 
     with pytest.raises(ExportError, match="not empty"):

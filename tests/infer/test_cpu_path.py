@@ -90,7 +90,18 @@ def test_switching_back_restores_torch(pair):
         assert torch.allclose(fast(ids)[0], ref(ids)[0], atol=1e-5)
 
 
-def test_the_choice_leaves_a_consistent_model_either_way(small_config):
+@pytest.mark.parametrize("path", ["torch", "kernels"])
+def test_alaya_cpu_path_sets_the_path_without_measuring(path, small_config, monkeypatch):
+    monkeypatch.setenv("ALAYA_CPU_PATH", path)
+    monkeypatch.setattr("alaya.infer.cpu_path._decode_step_seconds", lambda m: pytest.fail("measured"))
+    m = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    relayout_for_decoding(m)
+    assert use_fastest_cpu_path(m) is (path == "kernels")
+    assert m.cpu_kernels is (path == "kernels") and any(isinstance(x, KernelLinear) for x in m.modules()) is (path == "kernels")
+
+
+def test_the_choice_leaves_a_consistent_model_either_way(small_config, monkeypatch):
+    monkeypatch.setenv("ALAYA_CPU_PATH", "measure")  # the tests pin the path (conftest); this one measures
     torch.manual_seed(0)
     ref = AlayaForCausalLM(small_config).eval().requires_grad_(False)
     m = copy.deepcopy(ref)

@@ -3,7 +3,8 @@ import pytest
 from alaya.infer.batch import generate_texts
 from alaya.infer.generate import BatchDecoder, GenerationConfig, generate
 from alaya.infer.loading import load_for_inference
-from alaya.infer.text import TextStream, cut_at_stop
+from alaya.infer.text import StreamedText, TextStream, cut_at_stop, drop_controls
+from alaya.tokenizer import AlayaTokenizer
 
 
 def test_cut_at_stop_takes_the_earliest_stop_string():
@@ -45,9 +46,15 @@ def test_rows_with_their_own_settings_do_not_disturb_each_other(model_dir):
         pass
     for p, c, got in zip(prompts, cfgs, decoder.tokens):
         assert generate(model, [p], c)[0] == got  # the same alone as inside the mixed batch
-    assert len(decoder.tokens[2]) <= 5
-    assert decoder.finish_reason[2] in ("length", "stop")
-    assert decoder.finish_reason[2] == "stop" or len(decoder.tokens[2]) == 5
+    # each row ends as it ends alone, for its reason: the limit exactly at max_new_tokens, or its </s> before
+    alone = []
+    for p, c in zip(prompts, cfgs):
+        solo = BatchDecoder(model, [p], c)
+        for _ in solo:
+            pass
+        alone.append(solo.finish_reason[0])
+    assert decoder.finish_reason == alone
+    assert [r == "length" for r in alone] == [len(t) == c.max_new_tokens for t, c in zip(decoder.tokens, cfgs)]
 
 
 @pytest.mark.slow
@@ -98,3 +105,83 @@ def test_streamed_text_stops_a_cancelled_row_and_drops_its_held_back_text(model_
     rows = [row for row, _ in text]
     assert decoder.finish_reason[1] == "cancelled" and len(decoder.tokens[1]) == 3
     assert len(decoder.tokens[0]) == 30 and rows.count(0) >= 1
+
+
+class ScriptedDecoder:
+    """A decoder that emits fixed token ids, one per step, per row (what StreamedText reads of BatchDecoder)."""
+
+    def __init__(self, rows, stop=()):
+        self.rows = rows
+        self.cfgs = [GenerationConfig(max_new_tokens=max(map(len, rows)), stop=list(stop)) for _ in rows]
+        self.finish_reason = [None] * len(rows)
+        self.tokens = [[] for _ in rows]
+
+    def stop(self, row, reason="stop"):
+        if self.finish_reason[row] is None:
+            self.finish_reason[row] = reason
+
+    def __iter__(self):
+        for k in range(max(map(len, self.rows))):
+            step = [(r, ids[k]) for r, ids in enumerate(self.rows) if k < len(ids) and self.finish_reason[r] is None]
+            for r, t in step:
+                self.tokens[r].append(t)
+            yield step
+        for r in range(len(self.rows)):
+            self.stop(r, "length")
+
+
+def byte_token(tok, byte: int) -> int:
+    """The id of the byte-level token that decodes to exactly one byte."""
+    return next(i for i in range(tok.vocab_size) if tok.tok.id_to_token(i) == bytes_to_unicode()[byte])
+
+
+def bytes_to_unicode():
+    # GPT-2's byte-to-character table, which byte-level BPE vocabularies are written in
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def pieces_and_texts(tok, rows, strip_flag):
+    d = ScriptedDecoder(rows)
+    st = StreamedText(d, tok, strip_flag=strip_flag)
+    out = ["" for _ in rows]
+    for r, piece in st:
+        out[r] += piece
+    return out, [st.raw_text(r) for r in range(len(rows))]
+
+
+def test_replies_hold_no_control_characters_and_never_end_inside_a_character(model_dir):
+    tok = AlayaTokenizer.load(model_dir)
+    hello = tok.encode("hello")
+    ni = list("你".encode("utf-8"))  # three bytes, each its own token here
+    ids_ni = [byte_token(tok, b) for b in ni]
+    assert tok.decode(ids_ni) == "你" and tok.decode(ids_ni[:2]).endswith("\ufffd")
+    ctrl = [byte_token(tok, b) for b in (0x18, 0x00, 0x7F, 0x0D)] + [byte_token(tok, 0x0A), byte_token(tok, 0x09)]
+    rows = [hello + ctrl[:2] + hello + ctrl[2:], hello + ids_ni + ids_ni[:2]]
+    for strip in (False, True):
+        streamed, final = pieces_and_texts(tok, rows, strip)
+        assert streamed == final == ["hellohello\n\t", "hello你"]
+    # the fast path of texts() (no stop strings, no flag) obeys the same rules
+    assert StreamedText(ScriptedDecoder(rows), tok).texts() == ["hellohello\n\t", "hello你"]
+    assert all(drop_controls(chr(c)) == "" for c in list(range(32)) + list(range(127, 160)) if chr(c) not in "\n\t")
+
+
+def test_chat_replies_never_show_the_format_markers(model_dir):
+    tok = AlayaTokenizer.load(model_dir)
+    flag = tok.encode("### Output:\t\n")
+    answer = tok.encode("I am Alaya.")
+    again = tok.encode("\n### Output:\t\nmore")
+    turn = tok.encode("\n\n### Instruction:\t\nnext")
+    rows = [flag + answer + again, flag + answer + turn, answer + again, flag + answer]
+    streamed, _ = pieces_and_texts(tok, rows, True)
+    assert streamed == ["I am Alaya.\n", "I am Alaya.\n\n", "I am Alaya.\n", "I am Alaya."]
+    # without strip_flag (completions: raw text) nothing is cut
+    raw, _ = pieces_and_texts(tok, rows[:1], False)
+    assert raw == [tok.decode(rows[0])]

@@ -22,7 +22,10 @@ def test_small_presets_have_about_their_size(name, millions):
 
 
 def test_overrides_and_validation():
-    assert preset("alaya-tiny", d_model=256).d_model == 256
+    # an override reaches the built network: its parameter count is the formula's for the new width
+    wide = preset("alaya-tiny", d_model=256)
+    assert wide.num_parameters() != preset("alaya-tiny").num_parameters()
+    assert sum(p.numel() for p in AlayaForCausalLM(wide).parameters()) == wide.num_parameters()
     with pytest.raises(KeyError, match="unknown model preset"):
         preset("nope")
     with pytest.raises(KeyError, match="hidden"):

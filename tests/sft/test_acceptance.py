@@ -1,7 +1,6 @@
 """Acceptance of the SFT stage on a tiny model: after SFT on the generated identity data mixed with general
 data, greedy answers to held-out identity phrasings name the model in both languages."""
 import json
-import random
 
 import pytest
 import torch
@@ -11,7 +10,6 @@ from alaya.model.config import preset
 from alaya.model.hf import save_model
 from alaya.model.mpt import AlayaForCausalLM
 from alaya.sft.identity import Identity, write_identity_data
-from alaya.sft.behaviour import identity_rate
 from alaya.tokenizer import train_tokenizer
 from conftest import REPO, SHARED_DATA
 
@@ -38,14 +36,18 @@ def test_a_tiny_chat_model_knows_who_it_is_on_heldout_phrasings(tmp_path, capsys
                  "schedule.max_steps=320", "optimizer.lr=4e-3", "optimizer.min_lr=4e-4", "train.seq_len=128",
                  "train.micro_batch_size=16", "eval.every=1000", "checkpoint.every=1000", "eval.samples=[]",
                  "log.progress=false", "train.peak_tflops=0.1"]) == 0
-    from alaya.infer.loading import load_for_inference
-
-    model, tk = load_for_inference(str(run_dir / "final"), device="cpu", dtype="float32")
-    held = [json.loads(l) for l in open(tmp_path / "id.heldout.jsonl", encoding="utf-8")]
-    random.Random(0).shuffle(held)
-    rates = {lang: identity_rate(model, tk, [h for h in held if h["lang"] == lang][:200]) for lang in ("en", "zh")}
+    # scored as `alaya eval --task identity=FILE` scores it: chat replies, 200 held-out phrasings per language
+    held = tmp_path / "id.heldout.jsonl"
+    out = tmp_path / "eval"
+    assert main(["eval", str(run_dir / "final"), "--task", f"identity={held}", "--limit", "200", "--batch-size", "40",
+                 "--output", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))["results"]
+    rates = {lang: results[f"identity_{lang}"]["rate,none"] for lang in ("en", "zh")}
+    stops = {lang: results[f"identity_{lang}"]["stop_rate,none"] for lang in ("en", "zh")}
+    assert {lang: results[f"identity_{lang}"]["n,none"] for lang in ("en", "zh")} == {"en": 200, "zh": 200}
     with capsys.disabled():
-        print("\nSFT acceptance (tiny model, greedy): identity rate on held-out phrasings", json.dumps(rates))
+        print("\nSFT acceptance (tiny model, greedy): identity rate on held-out phrasings", json.dumps(rates),
+              "stop rate", json.dumps(stops))
     # the issue's bar, 95 % in each language, on 200 held-out phrasings each. Here (AMD EPYC, 2026-12-02):
     # 0.99 en / 1.00 zh. The 2-layer model of earlier sessions, 220 steps, 40 % identity, gave 0.92-0.99
     # over nearby settings: too close to the bar for a test that runs on other CPUs' float rounding

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class GenItem:
     question: str
     target: str  # the reference as the benchmark writes it
     context: str = ""
+    shot_starts: list[int] = dataclass_field(default_factory=list)  # where each shot begins in context (characters)
 
 
 STOP = ["Question:", "问题：", "</s>", "<|im_end|>", "\n\n\n"]
@@ -73,9 +75,11 @@ def load_cmath(root: Path, k: int) -> tuple[list[GenItem], list[tuple[str, str]]
 
 
 def build_contexts(items: list[GenItem], shots: list[tuple[str, str]], zh: bool) -> None:
-    prefix = "".join(_prompt(q, zh) + " " + a + "\n\n" for q, a in shots)
+    texts = [_prompt(q, zh) + " " + a + "\n\n" for q, a in shots]
+    starts = [sum(map(len, texts[:j])) for j in range(len(texts))]
     for it in items:
-        it.context = prefix + _prompt(it.question, zh)
+        it.context = "".join(texts) + _prompt(it.question, zh)
+        it.shot_starts = starts
 
 
 # ------------------------------------------------------------------------------------------ answer rules

@@ -31,6 +31,7 @@ class MCItem:
     gold: int
     context: str = ""  # the whole prompt (description + shots + question)
     delimiter: str = " "
+    shot_starts: list[int] = field(default_factory=list)  # where each shot begins in context (characters)
 
 
 @dataclass
@@ -196,8 +197,10 @@ def build_contexts(s: MCSet, k: int) -> None:
         if len(shots) < k:
             raise EvalDataError(f"subject {subject}: {k} shots asked for, its dev split has {len(shots)}")
         for it in items:
-            prefix = "".join(sh.question + it.delimiter + sh.choices[sh.gold] + "\n\n" for sh in shots)
-            it.context = s.descriptions.get(subject, "") + prefix + it.question
+            texts = [sh.question + it.delimiter + sh.choices[sh.gold] + "\n\n" for sh in shots]
+            head = s.descriptions.get(subject, "")
+            it.shot_starts = [len(head) + sum(map(len, texts[:j])) for j in range(len(texts))]
+            it.context = head + "".join(texts) + it.question
 
 
 def score_items(scorer: Scorer, items: list[MCItem], desc: str) -> list[dict]:
@@ -217,8 +220,17 @@ def score_items(scorer: Scorer, items: list[MCItem], desc: str) -> list[dict]:
         out.append({"subject": it.subject, "doc_id": it.doc_id, "prompt": it.context, "choices": it.choices,
                     "target": it.gold, "loglikelihoods": lls, "is_greedy": [x.is_greedy for x in s],
                     "pred": pred, "acc": float(pred == it.gold), "acc_norm": float(pred_norm == it.gold),
-                    "acc_bytes": float(pred_bytes == it.gold)})
+                    "acc_bytes": float(pred_bytes == it.gold),
+                    **truncation(scorer.tok, it.context, it.shot_starts, max(x.truncated for x in s))})
     return out
+
+
+def truncation(tok, context: str, shot_starts: list[int], cut: int) -> dict:
+    """A sample's record of its prompt cut from the left: the tokens cut and the shots still whole."""
+    if not cut:
+        return {"truncated_tokens": 0}
+    whole = sum(1 for start in shot_starts if len(tok.encode(context[:start])) >= cut)
+    return {"truncated_tokens": cut, "shots_fitted": whole}
 
 
 def chance(items: list[MCItem]) -> float:

@@ -54,11 +54,6 @@ def finish_results(results: dict, groups: dict, subtasks: dict, configs: dict) -
     }
 
 
-def main_value(results: dict, task: str) -> tuple[str, float]:
-    metric = results["configs"][task]["metric"]
-    return metric, results["results"][task].get(f"{metric},none", float("nan"))
-
-
 def markdown_table(results: dict) -> str:
     """One row per task (and per subject below it): items, shots, the main metric ± stderr, and chance."""
     lines = ["| task | items | shots | metric | value | ± stderr | chance / extra |", "|---|---:|---:|---|---:|---:|---|"]
@@ -77,10 +72,16 @@ def markdown_table(results: dict) -> str:
                 extra.append(f"acc_norm {e['acc_norm,none']:.4f}")
             if "exact_match,strict-match" in e:
                 extra.append(f"strict {e['exact_match,strict-match']:.4f}")
+            if "stop_rate,none" in e:
+                extra.append(f"stopped {e['stop_rate,none']:.3f}")
             if "token_perplexity,none" in e:
                 extra.append(f"token ppl {e['token_perplexity,none']:.2f}")
             label = task if name == task else "  " + e.get("alias", name).strip(" -")
             shots = cfg["num_fewshot"] if name == task else ""
+            cut = cfg.get("truncated") or {}
+            if name == task and cut:  # prompts cut from the left to fit the context: say so where the shots are
+                shots = f"{shots} (≥{cut['shots_fitted_min']} fitted)" if cut["shots_fitted_min"] < shots else shots
+                extra.append(f"{cut['items']} prompts cut (≤{cut['max_tokens']} tokens)")
             lines.append(f"| {label} | {int(e.get('n,none', 0))} | {shots} | {metric} | {value:.4f} | "
                          f"{'' if err is None else f'{err:.4f}'} | {', '.join(extra)} |")
     return "\n".join(lines) + "\n"

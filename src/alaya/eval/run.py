@@ -156,7 +156,13 @@ class Evaluator:
                           "metric": MAIN_METRIC[info.kind],
                           "higher_is_better": info.higher_is_better and info.kind != "perplexity",
                           "subjects": spec.subjects, "path": spec.path, "limit": self.s.limit,
-                          "left_out": self.left_out.get(spec.name, []), "seconds": round(time.perf_counter() - t0, 2)}
+                          "left_out": self.left_out.get(spec.name, []), "seconds": round(time.perf_counter() - t0, 2),
+                          "truncated": truncation_summary(task_samples, k)}
+                if config["truncated"]:
+                    c = config["truncated"]
+                    print(f"warning: {spec.name}: {c['items']} of {len(task_samples)} prompts were cut from the left "
+                          f"to fit the model's {model.config.max_seq_len}-token context (by up to {c['max_tokens']} "
+                          f"tokens; as few as {c['shots_fitted_min']} of {k} shots whole)", file=sys.stderr)
                 if saved:
                     write_json_atomic(saved, {"key": key, "per_subject": per_subject, "group": group,
                                               "samples": task_samples, "config": config})
@@ -242,7 +248,8 @@ class Evaluator:
         max_new = min(self.s.max_new_tokens, ctx // 2)
         cfg = GenerationConfig(max_new_tokens=max_new, temperature=0.0, stop=stop,
                                eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id)
-        encoded = [self.tok.encode(it.context)[-(ctx - max_new):] for it in items]
+        whole = [self.tok.encode(it.context) for it in items]
+        encoded = [ids[-(ctx - max_new):] for ids in whole]
         order = sorted(range(len(items)), key=lambda i: -len(encoded[i]))
         texts: list[str] = [""] * len(items)
         bs = self.s.batch_size
@@ -252,13 +259,14 @@ class Evaluator:
             for i, t in zip(rows, generate_texts(self.model, self.tok, [encoded[i] for i in rows], cfg)):
                 texts[i] = t
         samples = []
-        for it, text in zip(items, texts):
+        for it, text, ids, kept in zip(items, texts, whole, encoded):
             if spec.name == "gsm8k":
                 got, verdicts = gen_tasks.gsm8k_verdicts(text, it.target)
             else:
                 got, verdicts = gen_tasks.number_verdict(gen_tasks.cut_generation(text), it.target, "last-number")
             samples.append({"subject": it.subject, "doc_id": it.doc_id, "prompt": it.context, "generation": text,
-                            "extracted": got, "target": it.target, **verdicts})
+                            "extracted": got, "target": it.target, **verdicts,
+                            **mc.truncation(self.tok, it.context, it.shot_starts, len(ids) - len(kept))})
         metrics = [k_ for k_ in samples[0] if k_.startswith("exact_match,")]
         group = {"alias": spec.name, "n,none": len(samples)}
         for m in metrics:
@@ -318,26 +326,48 @@ class Evaluator:
         return rows
 
     def _run_behaviour(self, spec: TaskSpec, rows):
-        from alaya.sft.behaviour import greedy_answers
-        from alaya.sft.refusals import is_refusal
+        from alaya.infer.chat import chat_replies
 
         max_new = min(64, self.model.config.max_seq_len // 2)
-        answers, bs = [], self.s.batch_size
+        replies, bs = [], self.s.batch_size
         for start in tqdm(range(0, len(rows), bs), desc=spec.name, unit="batch", disable=not self.s.progress,
                           leave=False):
-            answers += greedy_answers(self.model, self.tok, [r["prompt"] for r in rows[start: start + bs]], max_new, bs)
-        samples = []
-        for r, a in zip(rows, answers):
-            hit = any(w in a for w in r["expect"]) if spec.name == "identity" else is_refusal(a)
-            samples.append({"subject": r.get("lang", "all"), "doc_id": r["prompt"], "prompt": r["prompt"],
-                            "generation": a, "target": r.get("expect"), "rate": float(hit)})
+            replies += chat_replies(self.model, self.tok, [r["prompt"] for r in rows[start: start + bs]], max_new, bs)
+        samples = [behaviour_sample(spec.name, r, reply) for r, reply in zip(rows, replies)]
         per_lang = {}
         for lang in sorted({x["subject"] for x in samples}):
-            vals = [x["rate"] for x in samples if x["subject"] == lang]
-            per_lang[f"{spec.name}_{lang}"] = {"alias": f" - {lang}", "n,none": len(vals),
-                                               **mean_with_stderr("rate", vals)}
-        group = {"alias": spec.name, "n,none": len(samples), **mean_with_stderr("rate", [x["rate"] for x in samples])}
+            mine = [x for x in samples if x["subject"] == lang]
+            per_lang[f"{spec.name}_{lang}"] = {"alias": f" - {lang}", "n,none": len(mine), **behaviour_rates(mine)}
+        group = {"alias": spec.name, "n,none": len(samples), **behaviour_rates(samples)}
         return per_lang, group, samples
+
+
+def truncation_summary(samples: list[dict], shots: int) -> dict:
+    """How many of a task's prompts were cut from the left to fit the context, by how much, and the fewest
+    shots left whole ({} when none was cut)."""
+    cut = [s for s in samples if s.get("truncated_tokens")]
+    if not cut:
+        return {}
+    tokens = [s["truncated_tokens"] for s in cut]
+    return {"items": len(cut), "max_tokens": max(tokens), "mean_tokens": round(sum(tokens) / len(tokens), 1),
+            "shots_fitted_min": min(s.get("shots_fitted", shots) for s in cut)}
+
+
+def behaviour_sample(task: str, row: dict, reply) -> dict:
+    """One chat-behaviour item scored: ``rate`` 1 when the reply names the expected words (identity) or
+    refuses (refusal, over_refusal); ``stopped`` 1 when the model ended it with </s> before the limit."""
+    from alaya.sft.refusals import is_refusal
+
+    hit = any(w in reply.text for w in row["expect"]) if task == "identity" else is_refusal(reply.text)
+    return {"subject": row.get("lang", "all"), "doc_id": row["prompt"], "prompt": row["prompt"],
+            "generation": reply.text, "target": row.get("expect"), "rate": float(hit),
+            "stopped": float(reply.stopped)}
+
+
+def behaviour_rates(samples: list[dict]) -> dict:
+    """The task's rate and the stop rate, each with its standard error (lm-eval's layout)."""
+    return {**mean_with_stderr("rate", [x["rate"] for x in samples]),
+            **mean_with_stderr("stop_rate", [x["stopped"] for x in samples])}
 
 
 HELDOUT_FILES = {"identity": "identity.heldout.jsonl", "refusal": "refusals.heldout.jsonl",

@@ -29,6 +29,7 @@ class Scored:
     logprob: float
     is_greedy: bool
     tokens: int  # continuation tokens scored
+    truncated: int = 0  # context tokens cut from the left to fit the model's context
 
 
 def rolling_windows(tokens: list[int], prefix_token: int, max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -82,6 +83,7 @@ class Scorer:
     def loglikelihood_tokens(self, requests: Sequence[tuple[list[int], list[int]]], desc: str = "scoring") -> list[Scored]:
         """Score token requests; the result is in the order of ``requests``."""
         groups: dict[tuple[int, ...], list[tuple[int, list[int], list[int]]]] = {}
+        cuts = [max(0, len(ctx) + len(cont) - (self.max_length + 1)) for ctx, cont in requests]
         for i, (ctx, cont) in enumerate(requests):
             if not cont:
                 raise ValueError(f"request {i}: the continuation has no tokens")
@@ -99,6 +101,8 @@ class Scorer:
             self._score_groups(batch, [groups[p] for p in batch], results)
             bar.update(sum(len(groups[p]) for p in batch))
         bar.close()
+        for r, cut in zip(results, cuts):
+            r.truncated = cut
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()

@@ -60,6 +60,33 @@ def clean_reply(text: str) -> str:
 
 
 @dataclass
+class Reply:
+    text: str  # as a chat user sees it: no output flag, cut before a new turn, no trailing ' </s>'
+    stopped: bool  # the model ended it with </s> before the token limit
+
+
+def chat_replies(model, tok: AlayaTokenizer, prompts: Sequence[str], max_new_tokens: int = 48,
+                 batch_size: int = 8) -> list[Reply]:
+    """Greedy single-turn replies to ``prompts``, ``batch_size`` at a time (left-padded batches give each row
+    what it gets alone): what ``alaya chat`` answers, for evaluation (``alaya eval`` identity / refusal /
+    over_refusal) and the samples an SFT run logs."""
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop=[TURN_STOP])
+    out: list[Reply] = []
+    for start in range(0, len(prompts), batch_size):
+        ids = [build_prompt(tok, p, [], model.config.max_seq_len, max_new_tokens).ids
+               for p in prompts[start: start + batch_size]]
+        decoder = BatchDecoder(model, ids, gen)
+        text = StreamedText(decoder, tok, strip_flag=True)
+        pieces: list[list[str]] = [[] for _ in ids]
+        for row, piece in text:
+            pieces[row].append(piece)
+        for row in range(len(ids)):
+            ended = decoder.finish_reason[row] == "stop" and not text.streams[row].stopped
+            out.append(Reply(clean_reply("".join(pieces[row])), ended))
+    return out
+
+
+@dataclass
 class ChatSession:
     model: object
     tok: AlayaTokenizer

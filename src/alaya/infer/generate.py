@@ -9,6 +9,7 @@ the caller stops it (a stop string seen by :class:`alaya.infer.text.TextStream`,
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
@@ -142,7 +143,8 @@ class BatchDecoder:
             g = None
             if c.temperature > 0:
                 g = torch.Generator(device=device)
-                g.manual_seed(c.seed if c.seed is not None else int(torch.seed()))
+                # without a seed, fresh entropy: torch.seed() would also reseed the global generator
+                g.manual_seed(c.seed if c.seed is not None else secrets.randbits(63))
             self.generators.append(g)
         self.tokens: list[list[int]] = [[] for _ in range(B)]
         self.finish_reason: list[str | None] = [None] * B

@@ -1,8 +1,10 @@
 """Token ids to text as they come: incremental decoding with stop strings.
 
 Byte-level BPE can split a character over several tokens, so a prefix of the ids may decode to a
-trailing U+FFFD that a later token completes; such text is held back. Text that could be the start of a
-stop string is held back too, so a streamed reply never shows part of a stop string.
+trailing U+FFFD that a later token completes; such text is held back, and a character still incomplete
+when generation ends is dropped (the reply never ends inside a character). Text that could be the start
+of a stop string is held back too, so a streamed reply never shows part of a stop string. Control
+characters other than newline and tab (a byte-level model can write any byte) never reach the text.
 """
 from __future__ import annotations
 
@@ -11,20 +13,40 @@ from typing import Callable, Iterator, Sequence
 from alaya.tokenizer import AlayaTokenizer
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """The text before the first stop string, and whether one was found."""
-    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+# C0 and C1 control characters but newline and tab, and DEL
+_CONTROLS = dict.fromkeys([c for c in range(32) if c not in (9, 10)] + list(range(127, 160)))
+
+
+def drop_controls(text: str) -> str:
+    """``text`` without control characters other than newline and tab."""
+    return text.translate(_CONTROLS)
+
+
+def cut_at_stop(text: str, stop: Sequence[str], start: int = 0) -> tuple[str, bool]:
+    """The text before the first stop string at or after ``start``, and whether one was found."""
+    hits = [i for i in (text.find(s, start) for s in stop if s) if i >= 0]
     return (text[: min(hits)], True) if hits else (text, False)
 
 
 class TextStream:
-    def __init__(self, tokenizer: AlayaTokenizer, stop: Sequence[str] = ()):
+    """One row's text. ``after``: stop strings are looked for only after this prefix when the text starts
+    with it (a chat reply stops at the output flag, but not at the one the model writes first)."""
+
+    def __init__(self, tokenizer: AlayaTokenizer, stop: Sequence[str] = (), after: str = ""):
         self.tokenizer = tokenizer
         self.stop_strings = [s for s in stop if s]
+        self.after = after
         self.ids: list[int] = []
         self.text = ""  # all text decoded so far, cut at a stop string once one is seen
         self.sent = 0  # characters of self.text already handed out
         self.stopped = False
+
+    def _search_from(self, text: str) -> int:
+        if not self.after:
+            return 0
+        if text.startswith(self.after):
+            return len(self.after)
+        return len(text) if self.after.startswith(text) else 0  # still (part of) the prefix: nothing to find
 
     def _held_back(self, text: str) -> int:
         hold = 0
@@ -40,8 +62,8 @@ class TextStream:
         if self.stopped:
             return ""
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids)
-        text, hit = cut_at_stop(text, self.stop_strings)
+        text = drop_controls(self.tokenizer.decode(self.ids))
+        text, hit = cut_at_stop(text, self.stop_strings, self._search_from(text))
         self.text = text
         if hit:
             self.stopped = True
@@ -56,7 +78,8 @@ class TextStream:
         return new
 
     def flush(self) -> str:
-        """Whatever is still held back (at the end of generation)."""
+        """Whatever is still held back (at the end of generation), without a character left incomplete."""
+        self.text = self.text.rstrip("\ufffd")
         new = self.text[self.sent :]
         self.sent = len(self.text)
         return new
@@ -96,18 +119,21 @@ class ReplyFilter:
 class StreamedText:
     """The one way generated tokens become text, for every caller (chat, the server's scheduler, batch
     inference): iterating gives ``(row, piece)`` as each row's text becomes certain; a row stops at its stop
-    strings; with ``strip_flag`` a row's leading ``### Output:\\t\\n`` is removed (:class:`ReplyFilter`);
+    strings; with ``strip_flag`` (a chat reply) a row's leading ``### Output:\\t\\n`` is removed
+    (:class:`ReplyFilter`) and the row also stops where the model writes a new output flag, so the published
+    format's markers never reach a reply;
     ``cancelled(row)`` is asked after every step and stops a row (its held-back text is then dropped).
     :meth:`texts` runs to the end and returns each row's whole text, cut at its stop string."""
 
     def __init__(self, decoder, tokenizer: AlayaTokenizer, strip_flag: Sequence[bool] | bool = False,
                  cancelled: Callable[[int], bool] | None = None):
-        from alaya.prompt import OUTPUT_FLAG
+        from alaya.prompt import OUTPUT_FLAG, OUTPUT_MARKER, TURN_STOP
 
         rows = len(decoder.cfgs)
         strip = [strip_flag] * rows if isinstance(strip_flag, bool) else list(strip_flag)
         self.decoder, self.tokenizer, self.cancelled = decoder, tokenizer, cancelled
-        self.streams = [TextStream(tokenizer, cfg.stop) for cfg in decoder.cfgs]
+        self.streams = [TextStream(tokenizer, [*cfg.stop, TURN_STOP, OUTPUT_MARKER], after=OUTPUT_FLAG) if s
+                        else TextStream(tokenizer, cfg.stop) for cfg, s in zip(decoder.cfgs, strip)]
         self.flags = [ReplyFilter(OUTPUT_FLAG) if s else None for s in strip]
 
     def _filtered(self, row: int, piece: str) -> str:
@@ -144,7 +170,7 @@ class StreamedText:
         if not any(s.stop_strings for s in self.streams) and not any(self.flags) and self.cancelled is None:
             for _ in self.decoder:  # nothing to watch while decoding: decode each row once at the end
                 pass
-            return [self.tokenizer.decode(ids) for ids in self.decoder.tokens]
+            return [drop_controls(self.tokenizer.decode(ids)).rstrip("\ufffd") for ids in self.decoder.tokens]
         for _ in self:
             pass
         return [self.raw_text(r) for r in range(len(self.streams))]

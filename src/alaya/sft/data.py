@@ -11,7 +11,6 @@ achieved shares, in examples and in supervised tokens, are written beside the ta
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 from alaya.data.documents import Quarantine, expand_paths
 from alaya.sft.formats import CATEGORIES, read_examples
-from alaya.sft.template import IGNORE, Encoded, TooLong, encode_example
+from alaya.sft.template import IGNORE, Encoded, PieceIds, TooLong, encode_example
 from alaya.tokenizer import AlayaTokenizer
 
 
@@ -79,22 +78,24 @@ def load_sft_data(sources: list[dict], tok: AlayaTokenizer, seq_len: int, shares
         expand_paths(paths)  # a missing file is an error before any work
         before = quarantine.count
         kept: list[Encoded] = []
-        for ex in read_examples([str(p) for p in paths], quarantine, src.get("format"), category,
-                                src.get("fields")):
-            stats.read += 1
-            try:
-                enc = encode_example(tok, ex, seq_len, policy, last_turn_only)
-            except TooLong:
-                stats.too_long += 1
-                continue
-            enc.category = ex.category or category
-            stats.truncated += enc.dropped_turns > 0
-            # keyed on the file's name and line, not its folder: the same data held out wherever it lives
-            if _held_out(f"{Path(ex.source).name}:{ex.line}", heldout_fraction) and len(heldout) < heldout_max:
-                heldout.append(enc)
-                stats.held_out += 1
-                continue
-            kept.append(enc)
+        for chunk in _chunks(read_examples([str(p) for p in paths], quarantine, src.get("format"), category,
+                                           src.get("fields")), 4096):
+            ids = PieceIds(tok, chunk)
+            for ex in chunk:
+                stats.read += 1
+                try:
+                    enc = encode_example(ids, ex, seq_len, policy, last_turn_only)
+                except TooLong:
+                    stats.too_long += 1
+                    continue
+                enc.category = ex.category or category
+                stats.truncated += enc.dropped_turns > 0
+                # keyed on the file's name and line, not its folder: the same data held out wherever it lives
+                if _held_out(f"{Path(ex.source).name}:{ex.line}", heldout_fraction) and len(heldout) < heldout_max:
+                    heldout.append(enc)
+                    stats.held_out += 1
+                    continue
+                kept.append(enc)
         stats.quarantined = quarantine.count - before
         stats.train = len(kept)
         cap = float(src.get("max_epochs", max_epochs))
@@ -110,6 +111,17 @@ def load_sft_data(sources: list[dict], tok: AlayaTokenizer, seq_len: int, shares
     train = _mix(pools, shares, examples, seed)
     report = mixture_report(train, pools, shares)
     return SFTData(train, heldout, [p[0] for p in pools], quarantine, report)
+
+
+def _chunks(items, size: int):
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 GENERATORS = ("identity", "refusals")
@@ -322,11 +334,3 @@ class SFTBatches:
 
 def eval_batches(examples: list[Encoded], batch_size: int, pad_id: int) -> list[dict]:
     return [collate([[e] for e in examples[i : i + batch_size]], pad_id) for i in range(0, len(examples), batch_size)]
-
-
-def approx_steps_per_pass(data: SFTData, seq_len: int, packing: bool, global_rows: int) -> float:
-    lengths = [len(e) for e in data.train]
-    if not packing:
-        return len(lengths) / global_rows
-    share = padding_share(lengths, seq_len, True)
-    return math.ceil(sum(lengths) / max(seq_len * (1 - share), 1)) / global_rows

@@ -85,8 +85,8 @@ def check_sft_config(cfg: dict) -> None:
 
 
 def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, d: distributed.Dist, fsdp: bool):
-    """Greedy answers to a few prompts at every eval (alaya.sft.behaviour, the project's one generation loop)."""
-    from alaya.sft.behaviour import greedy_answers
+    """Greedy replies to a few prompts at every eval, as `alaya chat` gives them (alaya.infer.chat)."""
+    from alaya.infer.chat import chat_replies
 
     def samples(model: torch.nn.Module, step: int) -> dict:
         if not prompts or not (d.main or fsdp):  # under FSDP every rank takes part in the forward passes
@@ -95,9 +95,9 @@ def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, d: di
         was = net.training
         net.eval()
         with torch.no_grad():
-            answers = greedy_answers(model if fsdp else net, tok, prompts, max_new_tokens)
+            replies = chat_replies(model if fsdp else net, tok, prompts, max_new_tokens, batch_size=1)
         net.train(was)
-        return {"samples": dict(zip(prompts, answers))}
+        return {"samples": {p: r.text for p, r in zip(prompts, replies)}}
 
     return samples
 
@@ -151,7 +151,9 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
         model.to(d.device)
         model = distributed.wrap(model, t["parallel"], d, t["precision"])
         if t["compile"]:
-            model.compile()
+            # random ops (LoRA dropout) through PyTorch's own kernels: a compiled run draws what an eager run
+            # draws, so a run may be resumed with or without train.compile and stay exact
+            model.compile(options={"fallback_random": True})
         params = [p for p in model.parameters() if p.requires_grad]
         opt = DecoupledAdamW(params, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"])
         fsdp = t["parallel"] == "fsdp"

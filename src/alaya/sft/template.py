@@ -45,7 +45,30 @@ class TooLong(ValueError):
     pass
 
 
-def _pieces(tok: AlayaTokenizer, ex: Example, first: int, last_turn_only: bool) -> list[tuple[list[int], bool]]:
+def piece_texts(ex: Example) -> list[str]:
+    """Every text :func:`encode_example` may tokenize for ``ex`` (to encode many examples in one batch)."""
+    texts = [ex.system + "\n\n"] if ex.system else []
+    for instruction, output in ex.pairs:
+        texts += [INSTRUCTION_FORMAT.format(instruction=instruction), OUTPUT_FORMAT.format(output=output)]
+    return texts
+
+
+class PieceIds:
+    """A tokenizer's ``encode`` answered from ids computed beforehand with one ``encode_batch`` call per
+    chunk of examples (the Rust tokenizer's threads, not a Python call per piece); a text it was not given
+    is encoded on the spot. Gives exactly the tokenizer's ids."""
+
+    def __init__(self, tok: AlayaTokenizer, examples: list[Example]):
+        self.tok = tok
+        texts = list(dict.fromkeys(t for ex in examples for t in piece_texts(ex)))
+        self.ids = dict(zip(texts, tok.encode_batch(texts)))
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.ids.get(text)
+        return list(ids) if ids is not None else self.tok.encode(text)
+
+
+def _pieces(tok: AlayaTokenizer | PieceIds, ex: Example, first: int, last_turn_only: bool) -> list[tuple[list[int], bool]]:
     pieces: list[tuple[list[int], bool]] = []
     if ex.system:
         pieces.append((tok.encode(ex.system + "\n\n"), False))
@@ -57,7 +80,7 @@ def _pieces(tok: AlayaTokenizer, ex: Example, first: int, last_turn_only: bool) 
     return pieces
 
 
-def encode_example(tok: AlayaTokenizer, ex: Example, max_tokens: int | None = None, policy: str = "drop",
+def encode_example(tok: AlayaTokenizer | PieceIds, ex: Example, max_tokens: int | None = None, policy: str = "drop",
                    last_turn_only: bool = False) -> Encoded:
     """Ids and labels of ``ex``; :class:`TooLong` when the length policy drops it."""
     if policy not in LENGTH_POLICIES:

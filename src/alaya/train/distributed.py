@@ -78,10 +78,6 @@ def all_sum(value: float, d: Dist) -> float:
     return float(t.item())
 
 
-def all_mean(value: float, d: Dist) -> float:
-    return all_sum(value, d) / d.world
-
-
 def current_rank() -> int:
     """This process's rank in the default group (0 without one)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

@@ -17,8 +17,11 @@ def measure_matmul_peak(device: torch.device | str, precision: str = "fp32", siz
     device = torch.device(device)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     size = size or (8192 if device.type == "cuda" else 1024)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    # its own generator: the probe runs after a resume restores the RNG state, and a draw from the default
+    # generator here would shift every later draw of the run (LoRA dropout) away from the uninterrupted run's
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
 
     def sync():
         if device.type == "cuda":

@@ -113,7 +113,9 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
         model.to(d.device)
         model = distributed.wrap(model, t["parallel"], d, t["precision"])
         if t["compile"]:
-            model.compile()
+            # random ops (LoRA dropout) through PyTorch's own kernels: a compiled run draws what an eager run
+            # draws, so a run may be resumed with or without train.compile and stay exact
+            model.compile(options={"fallback_random": True})
         opt = DecoupledAdamW(model.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
                              weight_decay=o["weight_decay"])
         global_batch = t["micro_batch_size"] * d.world * t["grad_accum"]
