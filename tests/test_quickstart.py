@@ -32,6 +32,16 @@ def test_quickstart_runs_every_step_and_leaves_a_chat_model_that_loads_in_transf
     assert abs(summary["mixture_lang"]["zh"] - 0.32) < 0.02 and abs(summary["mixture_lang"]["en"] - 0.58) < 0.02
     from alaya.train.plot import read_metrics
 
+    # how often pretraining goes over each language's tokens, from its definition: tokens drawn at the language's
+    # weight over the language's tokens (40 steps × 16 rows × 256 tokens)
+    from alaya.train.shards import TokenShards
+
+    cfg = __import__("yaml").safe_load((work / "pretrain" / "config.yaml").read_text())
+    w = cfg["data"]["weights"]
+    tokens = {n: s.tokens for n, s in TokenShards(work / "tokens", "train").sources.items()}
+    assert summary["tokens_drawn"] == 40 * 16 * 256
+    assert summary["repeats"] == {k: round(40 * 16 * 256 * w[k] / sum(w.values()) / tokens[k], 1) for k in sorted(w)}
+    assert any("pretraining repeats per language" in l for l in lines)
     train, evals, _ = read_metrics(work / "pretrain")
     assert len(train) == summary["steps"] == 40 and [e["step"] for e in evals] == [0, 10, 20, 30, 40]
     # SFT saw all six categories, identity and refusals generated with their held-out splits
@@ -68,7 +78,7 @@ def test_a_rerun_skips_checked_steps_redoes_a_damaged_one_and_refuses_other_sett
     work, _ = quickstart
     lines: list[str] = []
     run_quickstart(workdir=work, fast=True, data_dir=SHARED_DATA, log=lines.append)
-    assert sum("skipped" in l for l in lines) == len(STEPS)
+    assert sum(l.endswith("; skipped") for l in lines) == len(STEPS)
     (work / "model" / "model.safetensors").unlink()  # outputs are checked, not just their folders
     lines.clear()
     run_quickstart(workdir=work, fast=True, data_dir=SHARED_DATA, log=lines.append)

@@ -1,4 +1,4 @@
-"""The published prompt format (DESIGN.md section 3), the one place it is written down.
+"""The published prompt format (docs/design.md, "Contracts"), the one place it is written down.
 
 A turn is ``### Instruction:\\t\\n{instruction}\\n\\n`` followed by ``### Output:\\t\\n{output} </s>``. A prompt
 for generation is the history's turns, oldest first, then the new instruction block; the model writes

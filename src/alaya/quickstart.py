@@ -164,7 +164,25 @@ def step_pretrain(p: Plan) -> dict:
     _train_with_resume(run_pretrain, p.path("pretrain.yaml"), pretrain_config(p), p.path("pretrain"))
     _, evals, _ = read_metrics(p.path("pretrain"))
     return {"perplexity_before": round(evals[0]["eval_ppl"], 2), "perplexity_after": round(evals[-1]["eval_ppl"], 2),
-            "model": str(p.path("pretrain", "final"))}
+            "model": str(p.path("pretrain", "final")), **pretraining_repeats(p)}
+
+
+def pretraining_repeats(p: Plan) -> dict:
+    """How often pretraining goes over each language's tokens (expected epochs: tokens drawn at the language's
+    weight over its tokens). The mixture's cap (at most QUICKSTART_MIXTURE's max_epochs repeats) sets the
+    weights for the mixture's own token budget; the sampler draws windows by weight for as many steps as
+    asked, so a run that draws more than that budget repeats each source more, at the same shares."""
+    from alaya.train.shards import TokenShards
+
+    cfg = pretrain_config(p)
+    weights = cfg["data"]["weights"]
+    drawn = cfg["schedule"]["max_steps"] * cfg["train"]["micro_batch_size"] * cfg["train"]["seq_len"]
+    tokens = {name: src.tokens for name, src in TokenShards(p.path("tokens"), "train").sources.items()}
+    total = sum(weights.values())
+    budget = json.loads(p.path("curated", "mixture.json").read_text(encoding="utf-8")).get("token_budget")
+    return {"tokens_drawn": drawn, "mixture_token_budget": budget,
+            "repeats": {lang: round(drawn * w / total / tokens[lang], 1) for lang, w in sorted(weights.items())
+                        if lang in tokens and tokens[lang]}}
 
 
 def _model_done(folder: Path) -> bool:
@@ -347,6 +365,7 @@ def _summary(p: Plan, state: dict, seconds: float) -> dict:
             "sft_steps": p.sft_steps, "chars_per_token": s["tokenizer"]["chars_per_token"],
             "mixture_lang": s["curate"]["mixture_lang"], "documents": [s["curate"]["documents_in"], s["curate"]["documents_out"]],
             "perplexity_before": s["pretrain"]["perplexity_before"], "perplexity_after": s["pretrain"]["perplexity_after"],
+            **{k: s["pretrain"][k] for k in ("repeats", "tokens_drawn", "mixture_token_budget") if k in s["pretrain"]},
             "eval": s["eval"]["scores"], "mc_skipped": s["eval"]["mc_skipped"],
             "step_seconds": {k: v["seconds"] for k, v in s.items()}, "seconds_this_run": round(seconds, 1)}
 
@@ -356,6 +375,10 @@ def _print_summary(p: Plan, s: dict, log: Callable[[str], None]) -> None:
             ("pretraining mixture (achieved)", ", ".join(f"{k} {100 * v:.0f} %" for k, v in s["mixture_lang"].items())),
             ("characters per token (held out)", ", ".join(f"{k} {v}" for k, v in s["chars_per_token"].items())),
             ("held-out perplexity (pretraining)", f"{s['perplexity_before']} -> {s['perplexity_after']}")]
+    if s.get("repeats"):  # the mixture caps repeats for its own budget; a longer run repeats more, same shares
+        rows.append(("pretraining repeats per language", ", ".join(f"{k} {v}x" for k, v in s["repeats"].items())
+                     + f" ({s['tokens_drawn']:,} tokens drawn; the mixture's cap of {QUICKSTART_MIXTURE['max_epochs']} "
+                     f"repeats holds up to {s['mixture_token_budget']:,})"))
     names = {"perplexity": "bits per byte (held-out text)", "identity": "identity rate (held-out questions)",
              "refusal": "refusal rate (held-out red-team prompts)", "over_refusal": "over-refusal rate (benign look-alikes)",
              "arc_easy": "ARC-Easy accuracy (chance 0.25)"}

@@ -1,6 +1,6 @@
 """The Alaya tokenizer: byte-level BPE trained with the ``tokenizers`` library.
 
-Special tokens (DESIGN.md section 3): ``<unk>``=0, ``<s>``=1, ``</s>``=2 (end of text and padding),
+Special tokens (docs/design.md, "Contracts"): ``<unk>``=0, ``<s>``=1, ``</s>``=2 (end of text and padding),
 ``<pad>``=3 (reserved, banned from generation). Digits are split one by one; no normaliser touches the
 text, so any string round-trips: ``decode(encode(s)) == clean_text(s)``, where ``clean_text`` only
 replaces lone surrogates (which UTF-8 cannot hold) by U+FFFD. The vocabulary has exactly the size
@@ -34,6 +34,22 @@ def clean_text(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (what ByteLevel vocabularies are written in): character -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_BYTE_OF = _byte_level_alphabet()
+
+
 class AlayaTokenizer:
     def __init__(self, tokenizer: Tokenizer, model_max_length: int = 2048):
         self.tok = tokenizer
@@ -53,6 +69,26 @@ class AlayaTokenizer:
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def ends_inside_a_character(self, ids: Sequence[int]) -> bool:
+        """Whether the bytes of ``ids`` end with an incomplete UTF-8 character (a lead byte and fewer
+        continuation bytes than it announces), which ``decode`` shows as one trailing U+FFFD."""
+        tail = b""
+        for i in reversed(ids):  # the last 3 bytes are enough
+            piece = self.tok.id_to_token(i)
+            if piece is None or any(ch not in _BYTE_OF for ch in piece):
+                break  # a special token: the text does not end in a byte sequence
+            tail = bytes(_BYTE_OF[ch] for ch in piece) + tail
+            if len(tail) >= 3:
+                break
+        for k in range(1, min(3, len(tail)) + 1):
+            lead = tail[-k]
+            if lead >= 0xC0:
+                need = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+                return need > k and all(0x80 <= b < 0xC0 for b in tail[len(tail) - k + 1:])
+            if lead < 0x80:
+                return False
+        return False
 
     # ----------------------------------------------------------------------------------- files
     def save(self, folder: str | Path) -> None:

@@ -24,3 +24,19 @@ def test_a_mixture_of_language_shares_only_spreads_each_language_over_its_types_
     assert m["weights"]["en-news"] / m["weights"]["en-others"] == pytest.approx(3.0, rel=1e-3)
     assert m["weights"]["zh-books"] / m["weights"]["zh-news"] == pytest.approx(3.0, rel=1e-3)
     assert m["target"]["type"] == m["available"]["type_of_natural_language"]
+
+
+def test_the_report_says_when_types_have_no_target(tmp_path):
+    from alaya.data.report import write_report
+
+    tokens = {"en-news": 300, "en-others": 100, "zh-news": 50, "zh-books": 150, "code-code": 1000}
+    stats = {"tokens": tokens, "quality_hist": [0] * 10, "length_hist": [1] * 26, "token_count": "estimated",
+             "length_edges": [0] + [int(10 ** (k / 4)) for k in range(4, 29)], "documents": dict.fromkeys(tokens, 1)}
+    summary = {"engine": "local", "documents_in": 5, "documents_out": 5, "mb_in": 0.1, "seconds": 1, "mb_per_s": 0.1,
+               "stages": []}
+    for types, says in ((None, True), ({"news": 0.5, "books": 0.3, "others": 0.2}, False)):
+        m = mixture_weights(tokens, {"en": 0.6, "zh": 0.3, "code": 0.1}, types, max_epochs=4)
+        assert m["types_controlled"] is (types is not None)
+        text = write_report(tmp_path, summary, stats, m).read_text()
+        assert ("The types have no target in this mixture" in text) is says
+        assert ("| news | 58.3 % | — |" in text) is says  # 350 of 600 natural-language tokens

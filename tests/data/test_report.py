@@ -32,3 +32,23 @@ def test_the_report_has_its_tables_and_charts_and_no_empty_quality_panel(dup_inp
     # no quality stage in the default pipeline: the histogram figure is the length panel alone (one panel wide)
     width = matplotlib.image.imread(tmp_path / "out" / "report" / "histograms.png").shape[1]
     assert width == 550
+
+
+def test_small_pie_slices_go_to_the_legend_and_length_ticks_are_decades():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alaya.data.curate import LENGTH_EDGES
+    from alaya.data.report import _pie, _short
+
+    fig, ax = plt.subplots()
+    _pie(ax, {"news": 900, "web": 80, "wiki": 10, "book": 5, "forum": 4, "qa": 1, "empty": 0}, "by type")
+    labels = [t.get_text() for t in ax.texts if t.get_text()]
+    assert sorted(labels) == ["8.0%", "90.0%", "news", "web"]  # the four slices under 3 % are not labelled on the pie
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "news 90.0 %", "web 8.0 %", "wiki 1.0 %", "book 0.5 %", "forum 0.4 %", "qa 0.1 %"]
+    plt.close(fig)
+    assert [_short(e) for e in LENGTH_EDGES if e >= 10 and str(e).rstrip("0") == "1"] == [
+        "10", "100", "1k", "10k", "100k", "1M", "10M"]

@@ -134,7 +134,14 @@ def test_published_qa_endpoint(server):
 def test_api_key_and_invalid_requests_get_clear_4xx(server):
     assert post(server + "/v1/completions", {"prompt": "x"}, key=None)[0] == 401
     assert post(server + "/v1/completions", {"prompt": "x"}, key="wrong")[0] == 401
-    assert urllib.request.urlopen(server + "/health").status == 200  # no key needed
+    # open without the key: exactly the chat page, the health check and the schema (README and the guides say so)
+    for path in ("/", "/health", "/openapi.json"):
+        assert urllib.request.urlopen(server + path).status == 200, path
+    assert json.loads(urllib.request.urlopen(server + "/openapi.json").read())["info"]["title"] == "Alaya"
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(server + "/v1/models")
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # /docs is off: its page would load scripts from a CDN
+        urllib.request.urlopen(urllib.request.Request(server + "/docs", headers={"Authorization": f"Bearer {KEY}"}))
     cases = [
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "user", "content": "x"}], "temperature": -1}, "temperature"),
@@ -258,3 +265,29 @@ def test_completions_echo_logprobs_are_the_models_prompt_logprobs(server, model_
     assert status == 200 and len(body["choices"][0]["logprobs"]["token_logprobs"]) == len(ids) + 1
     status, body = post(server + "/v1/completions", {"prompt": [10 ** 9], "max_tokens": 1})
     assert status == 400 and "token ids" in body["error"]["message"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_guides_serve_example_works_pasted_as_one_block(lang, model_dir, tmp_path):
+    """The shell block of docs/*/serving.md that starts `alaya serve` in the background, run as written (the
+    model folder and port swapped for the test's): it waits for the server, then every curl gets its answer."""
+    import re
+
+    from conftest import REPO, free_port
+
+    text = (REPO / "docs" / lang / "serving.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "until curl" in b)
+    port = str(free_port())
+    script = block.replace("alaya-quickstart/model", str(model_dir)).replace("8000", port)
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    out = subprocess.run(["bash", "-c", "set -e\n" + script], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # the whole reply is one JSON object, the stream its events, /qa one JSON object
+    # the server's own log lines are beside them: the replies are the JSON lines and the events
+    objects = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+    events = [l[len("data: "):] for l in out.stdout.splitlines() if l.startswith("data: ")]
+    assert len(objects) == 2, out.stdout[-2000:]
+    assert objects[0]["object"] == "chat.completion" and objects[0]["choices"][0]["message"]["role"] == "assistant"
+    assert events[-1] == "[DONE]" and all(json.loads(e)["object"] == "chat.completion.chunk" for e in events[:-1])
+    assert set(objects[1]) == {"output", "org_output"}  # /qa

@@ -14,7 +14,7 @@ def test_presets_load_and_overrides_reach_nested_keys():
     assert cfg["data"]["weights"] == {"en-news": 2, "zh-news": 1}
     seven = load_config(REPO_CONFIGS / "alaya-7b.yaml", ["data.path=tokens"])
     assert seven["model"] == {"preset": "alaya-7b"}
-    o = seven["optimizer"]  # the published numbers (DESIGN.md section 4)
+    o = seven["optimizer"]  # the published numbers (docs/design.md, "The recipe")
     assert (o["lr"], o["min_lr"], o["betas"], o["eps"], o["weight_decay"], o["grad_clip"]) == (
         1.2e-4, 1.2e-5, [0.9, 0.95], 1e-8, 1e-5, 0.3)
     assert seven["train"]["precision"] == "bf16" and seven["train"]["seq_len"] == 2048

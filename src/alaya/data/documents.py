@@ -1,6 +1,6 @@
 """Documents and the one reader of corpus files.
 
-A document is ``{"id", "text", "meta"}`` (DESIGN.md section 3). ``read_documents`` streams them from JSONL
+A document is ``{"id", "text", "meta"}`` (docs/design.md, "Contracts"). ``read_documents`` streams them from JSONL
 (plain, .gz, .zst), Parquet, plain text and ``builtin:demo``, never holding a whole file in memory.
 Malformed input never stops a run and is never dropped silently: each bad record goes to the
 ``Quarantine`` given, with file, line, reason and the raw bytes.
@@ -76,13 +76,17 @@ def json_error(e: json.JSONDecodeError, line: bool = False) -> str:
     return f"{e.msg} {where}" if e.msg.endswith(" at") else f"{e.msg} at {where}"
 
 
-def is_heldout(doc_id: str, fraction: float) -> bool:
-    """The project's one held-out rule: a stable hash of the document id below ``fraction`` (the tokenizer's
-    statistics and the token shards' held-out split use the same documents)."""
-    if fraction <= 0:
-        return False
-    h = int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-    return h / 2**64 < fraction
+def stable_fraction(key: str) -> float:
+    """A number in [0, 1) fixed by ``key`` alone (blake2b), the same on every machine and run."""
+    h = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    return h / 2**64
+
+
+def is_heldout(key: str, fraction: float) -> bool:
+    """The project's one held-out rule: :func:`stable_fraction` of a key below ``fraction``. Keys: the document
+    id (the tokenizer's statistics and the token shards' held-out split use the same documents), an SFT
+    record's ``file name:line``, a red-team prompt's text."""
+    return fraction > 0 and stable_fraction(key) < fraction
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[str]:

@@ -1,6 +1,6 @@
 """Running stages over shards: the stage folder contract, resumable shard tasks, local processes or Ray.
 
-A stage's output folder (DESIGN.md section 3)::
+A stage's output folder (docs/design.md, "Contracts")::
 
     data/part-*.jsonl         kept documents            removed/part-*.jsonl  {id, stage, reason, [duplicate_of], text, meta}
     quarantine/part-*.jsonl   {file, line, reason, raw} _done/part-*.json     per-shard counts (the resume markers)

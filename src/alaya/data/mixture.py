@@ -1,7 +1,7 @@
 """Token-ratio mixing: token counts per (language, type) and target shares → per-source sampling weights.
 
 Target share of a source ``lang-type``: the language's share times the type's share (the published recipe gives
-both marginals, DESIGN.md section 4), code as one source; shares of sources that have no tokens are
+both marginals, docs/design.md, "The recipe"), code as one source; shares of sources that have no tokens are
 spread over the rest (renormalised). The token budget is the largest one in which no source is repeated
 more than ``max_epochs`` times (optionally capped by ``total_tokens``); then every source is drawn exactly
 at its target share: ``epochs_s = share_s × budget / tokens_s`` (< 1 is down-sampling, > 1 repetition).
@@ -76,6 +76,7 @@ def mixture_weights(tokens: Mapping[str, int], lang: Mapping[str, float] = ALAYA
         "tokens_available": dict(sorted(tokens.items())),
         "token_budget": int(round(budget)),
         "max_epochs": max_epochs,
+        "types_controlled": types is not None,
         "achieved": {"lang": marginal(drawn, lang_of), "type_of_natural_language": marginal(natural, type_of)},
         "available": {"lang": marginal(tokens, lang_of), "type_of_natural_language":
                       marginal({n: v for n, v in tokens.items() if lang_of(n) != "code"}, type_of)},

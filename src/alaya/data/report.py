@@ -10,9 +10,23 @@ def _pie(ax, values: dict, title: str) -> None:
     if not items:
         ax.set_axis_off()
         return
-    ax.pie([v for _, v in items], labels=[k for k, _ in items], autopct="%1.1f%%", startangle=90, counterclock=False,
-           textprops={"fontsize": 8})
+    total = sum(v for _, v in items)
+    big = [v / total >= 0.03 for _, v in items]  # slices under 3 % go to the legend only: their labels would overlap
+    wedges, *_ = ax.pie([v for _, v in items], labels=[k if b else "" for (k, _), b in zip(items, big)],
+                        autopct=lambda p: f"{p:.1f}%" if p >= 3 else "", startangle=90, counterclock=False,
+                        textprops={"fontsize": 8})
+    if not all(big):
+        ax.legend(wedges, [f"{k} {100 * v / total:.1f} %" for k, v in items], loc="center left",
+                  bbox_to_anchor=(0.95, 0.5), fontsize=7, frameon=False)
     ax.set_title(title)
+
+
+def _short(n: int) -> str:
+    """10, 100, 1k, 10k, 100k, 1M, 10M."""
+    for div, unit in ((10**6, "M"), (10**3, "k")):
+        if n >= div:
+            return f"{n // div}{unit}"
+    return str(n)
 
 
 def write_report(out: Path, summary: dict, stats: dict, mixture: dict | None) -> Path:
@@ -48,7 +62,8 @@ def write_report(out: Path, summary: dict, stats: dict, mixture: dict | None) ->
         axes[0].set_xlabel("P(fit)")
     edges = stats["length_edges"]
     axes[-1].bar(range(len(edges)), stats["length_hist"], color="#f58518")
-    axes[-1].set_xticks(range(0, len(edges), 4), [f"{edges[i]:,}" for i in range(0, len(edges), 4)], fontsize=7)
+    decades = [i for i, e in enumerate(edges) if e >= 10 and str(e).rstrip("0") == "1"]  # 10, 100, 1000, ...
+    axes[-1].set_xticks(decades, [_short(edges[i]) for i in decades], fontsize=7)
     axes[-1].set_title("document length")
     axes[-1].set_xlabel("characters (bin's lower edge)")
     axes[-1].set_ylabel("documents")
@@ -80,11 +95,17 @@ def write_report(out: Path, summary: dict, stats: dict, mixture: dict | None) ->
     for lang in sorted(set(mixture["target"]["lang"]) | set(mixture["achieved"]["lang"])):
         lines.append(f"| {lang} | {100 * mixture['available']['lang'].get(lang, 0):.1f} % | "
                      f"{100 * mixture['target']['lang'].get(lang, 0):.1f} % | {100 * mixture['achieved']['lang'].get(lang, 0):.1f} % |")
+    controlled = mixture.get("types_controlled", True)
     lines += ["", "| type (natural language) | available | target | achieved |", "|---|---:|---:|---:|"]
     for t in sorted(set(mixture["target"]["type"]) | set(mixture["achieved"]["type_of_natural_language"])):
-        lines.append(f"| {t} | {100 * mixture['available']['type_of_natural_language'].get(t, 0):.1f} % | "
-                     f"{100 * mixture['target']['type'].get(t, 0):.1f} % | "
+        target = f"{100 * mixture['target']['type'].get(t, 0):.1f} %" if controlled else "—"
+        lines.append(f"| {t} | {100 * mixture['available']['type_of_natural_language'].get(t, 0):.1f} % | {target} | "
                      f"{100 * mixture['achieved']['type_of_natural_language'].get(t, 0):.1f} % |")
+    if not controlled:
+        lines += ["", "The types have no target in this mixture (`type: available`): each language's share is spread "
+                  "over its types in proportion to their tokens, so the achieved type shares follow the languages' "
+                  "weights (a language with much news and a large share raises news above its share of what is "
+                  "available)."]
     lines += ["", "| source | sampling weight | epochs |", "|---|---:|---:|"]
     for src, w in mixture["weights"].items():
         lines.append(f"| {src} | {w:.4f} | {mixture['epochs'][src]:.3f} |")

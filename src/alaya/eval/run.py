@@ -266,7 +266,7 @@ class Evaluator:
                 got, verdicts = gen_tasks.number_verdict(gen_tasks.cut_generation(text), it.target, "last-number")
             samples.append({"subject": it.subject, "doc_id": it.doc_id, "prompt": it.context, "generation": text,
                             "extracted": got, "target": it.target, **verdicts,
-                            **mc.truncation(self.tok, it.context, it.shot_starts, len(ids) - len(kept))})
+                            **mc.truncation(self, it.context, it.shot_starts, len(ids) - len(kept))})
         metrics = [k_ for k_ in samples[0] if k_.startswith("exact_match,")]
         group = {"alias": spec.name, "n,none": len(samples)}
         for m in metrics:

@@ -21,7 +21,8 @@ from alaya.infer.scheduler import Engine
 from alaya.infer.serving import Serving
 
 CHAT_PAGE = (resources.files("alaya.infer") / "web" / "chat.html").read_text(encoding="utf-8")
-OPEN_PATHS = ("/", "/health", "/docs", "/openapi.json")  # no API key needed
+# no API key needed: the chat page (it asks for the key itself), the health check and the schema
+OPEN_PATHS = ("/", "/health", "/openapi.json")
 
 
 def _error(status: int, message: str, type_: str, param: str | None = None, headers=None) -> JSONResponse:
@@ -30,7 +31,10 @@ def _error(status: int, message: str, type_: str, param: str | None = None, head
 
 def create_app(engine: Engine, model_name: str, api_key: str | None = None, default_max_tokens: int = 1024) -> FastAPI:
     """The FastAPI app: error handlers, the API-key check, and thin routes over one :class:`Serving`."""
-    app = FastAPI(title="Alaya", version="1", description="The Alaya model: the published /qa API and an OpenAI-compatible API.")
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN, so an offline server would show a blank
+    # page; the schema itself is at /openapi.json (any OpenAPI viewer or client generator reads it)
+    app = FastAPI(title="Alaya", version="1", description="The Alaya model: the published /qa API and an OpenAI-compatible API.",
+                  docs_url=None, redoc_url=None)
     serving = Serving(engine, model_name, default_max_tokens)
 
     @app.exception_handler(APIError)
@@ -94,7 +98,7 @@ def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", 
     name = model_name or os.path.basename(os.path.normpath(model_path))
     engine = Engine(model, tok, max_batch=max_batch, max_queue=max_queue)
     app = create_app(engine, name, api_key=api_key)
-    print(f"serving {name} on http://{host}:{port}  (OpenAI base_url http://{host}:{port}/v1; docs at /docs)", flush=True)
+    print(f"serving {name} on http://{host}:{port}  (OpenAI base_url http://{host}:{port}/v1; the chat page at /, the schema at /openapi.json)", flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     finally:

@@ -79,7 +79,8 @@ class TextStream:
 
     def flush(self) -> str:
         """Whatever is still held back (at the end of generation), without a character left incomplete."""
-        self.text = self.text.rstrip("\ufffd")
+        if self.text.endswith("\ufffd") and self.tokenizer.ends_inside_a_character(self.ids):
+            self.text = self.text[:-1]
         new = self.text[self.sent :]
         self.sent = len(self.text)
         return new
@@ -170,7 +171,9 @@ class StreamedText:
         if not any(s.stop_strings for s in self.streams) and not any(self.flags) and self.cancelled is None:
             for _ in self.decoder:  # nothing to watch while decoding: decode each row once at the end
                 pass
-            return [drop_controls(self.tokenizer.decode(ids)).rstrip("\ufffd") for ids in self.decoder.tokens]
+            texts = [drop_controls(self.tokenizer.decode(ids)) for ids in self.decoder.tokens]
+            return [t[:-1] if t.endswith("\ufffd") and self.tokenizer.ends_inside_a_character(ids) else t
+                    for t, ids in zip(texts, self.decoder.tokens)]
         for _ in self:
             pass
         return [self.raw_text(r) for r in range(len(self.streams))]

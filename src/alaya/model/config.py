@@ -11,7 +11,7 @@ from typing import Any
 
 from alaya.recipe import ALAYA_VOCAB_SIZE
 
-# The tokenizer contract (DESIGN.md section 3): <unk>=0, <s>=1, </s>=2 (eos and pad), 3 reserved/banned.
+# The tokenizer contract (docs/design.md, "Contracts"): <unk>=0, <s>=1, </s>=2 (eos and pad), 3 reserved/banned.
 UNK_ID, BOS_ID, EOS_ID, RESERVED_ID = 0, 1, 2, 3
 
 

@@ -180,7 +180,7 @@ def config_to_json(config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
 
 
 def generation_config_json(config: ModelConfig) -> dict[str, Any]:
-    """The published scripts' generation defaults (DESIGN.md section 4), except their max_new_tokens=1000:
+    """The published scripts' generation defaults (docs/design.md, "The recipe"), except their max_new_tokens=1000:
     written here it would override every caller's own ``max_length`` (transformers gives the file's
     max_new_tokens precedence), so harnesses such as lm-eval would generate past their budget and past a
     small model's context. The folder says ``max_length`` = the context instead; `alaya infer/chat` keep

@@ -1,4 +1,4 @@
-"""The Alaya network: an MPT decoder (DESIGN.md section 4), in one file.
+"""The Alaya network: an MPT decoder (docs/design.md, "The recipe"), in one file.
 
     x = wte(ids)
     for each block:  x = x + out_proj(attn(LN1(x)));  x = x + down(gelu(up(LN2(x))))

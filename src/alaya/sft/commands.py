@@ -69,10 +69,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _kv(text: str) -> tuple[str, float]:
-    if "=" not in text:
-        raise ValueError(f"--set '{text}' must look like name=value")
-    k, v = text.split("=", 1)
-    return k.strip(), float(v)
+    """``--set name=value`` (a threshold): the one key=value reader (alaya.configfile), the value a number."""
+    from alaya.configfile import parse_override
+
+    keys, value = parse_override(text)
+    if len(keys) != 1 or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"--set '{text}' must look like name=NUMBER")
+    return keys[0], float(value)
 
 
 def normalize_argv(argv: list[str]) -> list[str]:

@@ -10,22 +10,16 @@ achieved shares, in examples and in supervised tokens, are written beside the ta
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from alaya.data.documents import Quarantine, expand_paths
+from alaya.data.documents import Quarantine, expand_paths, is_heldout
 from alaya.sft.formats import CATEGORIES, read_examples
 from alaya.sft.template import IGNORE, Encoded, PieceIds, TooLong, encode_example
 from alaya.tokenizer import AlayaTokenizer
-
-
-def _held_out(where: str, fraction: float) -> bool:
-    h = int.from_bytes(hashlib.blake2b(where.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-    return h / 2**64 < fraction
 
 
 @dataclass
@@ -91,7 +85,7 @@ def load_sft_data(sources: list[dict], tok: AlayaTokenizer, seq_len: int, shares
                 enc.category = ex.category or category
                 stats.truncated += enc.dropped_turns > 0
                 # keyed on the file's name and line, not its folder: the same data held out wherever it lives
-                if _held_out(f"{Path(ex.source).name}:{ex.line}", heldout_fraction) and len(heldout) < heldout_max:
+                if is_heldout(f"{Path(ex.source).name}:{ex.line}", heldout_fraction) and len(heldout) < heldout_max:
                     heldout.append(enc)
                     stats.held_out += 1
                     continue

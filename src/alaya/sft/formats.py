@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 
 from alaya.data.documents import Quarantine, QuarantineRecord, read_json_records
 
-# The published recipe's six SFT categories and their shares of the mixture (DESIGN.md section 4)
+# The published recipe's six SFT categories and their shares of the mixture (docs/design.md, "The recipe")
 CATEGORIES = {
     "general": 0.715,          # general knowledge
     "reasoning": 0.197,        # logical deduction: chain of thought, code, math

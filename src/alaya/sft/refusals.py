@@ -15,13 +15,12 @@ as :data:`REFUSALS` / :data:`BENIGN`).
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import random
 import re
 from pathlib import Path
 
-from alaya.data.documents import Quarantine, QuarantineRecord, read_json_records
+from alaya.data.documents import Quarantine, QuarantineRecord, is_heldout, read_json_records
 from alaya.fileio import write_text_atomic
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -227,11 +226,6 @@ def refusal_text(lang: str, harm: str, rng: random.Random, templates: dict = REF
     return sep.join([rng.choice(t["open"]), rng.choice(t[harm]["why"]), rng.choice(t[harm]["alt"])])
 
 
-def _split(key: str, fraction: float) -> bool:
-    h = int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
-    return h / 2**64 < fraction
-
-
 def _load_templates(path: str | None) -> tuple[dict, dict]:
     if path is None:
         return REFUSALS, BENIGN
@@ -254,7 +248,7 @@ def write_refusal_data(inputs: list[str], output: str, benign_output: str | None
     rng = random.Random(seed)
     train, held = [], []
     for p in prompts:
-        if _split(p["prompt"], heldout_fraction):
+        if is_heldout(p["prompt"], heldout_fraction):
             held.append({"prompt": p["prompt"], "lang": p["lang"], "harm": p["harm"], "expect": "refusal"})
             continue
         train.append({"messages": [{"role": "user", "content": p["prompt"]},

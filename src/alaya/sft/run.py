@@ -1,6 +1,6 @@
 """``alaya sft``: supervised fine-tuning, full or LoRA, built over the one training loop (alaya.train.loop).
 
-Run folder (DESIGN.md section 3): ``config.yaml``, ``metrics.jsonl`` (step lines; eval lines with the
+Run folder (docs/design.md, "Contracts"): ``config.yaml``, ``metrics.jsonl`` (step lines; eval lines with the
 held-out loss and greedy ``samples``), ``data_report.json`` (per source: read, quarantined, too long,
 truncated, held out, used; per category: target and achieved shares in examples and supervised tokens;
 padding with and without packing), ``quarantine.jsonl``, ``checkpoints/``, and ``final/``: a PEFT adapter

@@ -24,7 +24,6 @@ without a decision stay pending and are listed, never lost.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from alaya.data.documents import Quarantine, json_error
+from alaya.data.documents import Quarantine, json_error, stable_id
 from alaya.fileio import write_json_atomic, write_text_atomic
 from alaya.prompt import OUTPUT_FORMAT
 from alaya.sft.data import collate
@@ -110,7 +109,7 @@ def _mean_losses(model, encs: list[Encoded], pad_id: int, batch_size: int, devic
 
 
 def _example_id(ex: Example) -> str:
-    return hashlib.sha1(f"{ex.source}:{ex.line}".encode("utf-8")).hexdigest()[:16]
+    return stable_id(ex.source, ex.line)[:16]
 
 
 def _decide(s: dict, th: Thresholds) -> str | None:

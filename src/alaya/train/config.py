@@ -1,4 +1,4 @@
-"""Run configs (DESIGN.md section 3): a YAML file, ``key.sub=value`` overrides, defaults, checks.
+"""Run configs (docs/design.md, "Contracts"): a YAML file, ``key.sub=value`` overrides, defaults, checks.
 
 The one config loader for ``alaya pretrain`` and ``alaya sft`` (its defaults: alaya.sft.run.SFT_DEFAULTS). Every section is a plain dict;
 a key the defaults do not know is an error naming it (a typo never silently does nothing), except under
@@ -91,7 +91,7 @@ def need(cond: bool, msg: str) -> None:
 
 
 def check_run_config(cfg: dict) -> None:
-    """The checks of the keys every run config shares (DESIGN.md section 3)."""
+    """The checks of the keys every run config shares (docs/design.md, "Contracts")."""
     t, s, o, c = cfg["train"], cfg["schedule"], cfg["optimizer"], cfg["checkpoint"]
     need(t["precision"] in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got {t['precision']!r}")
     need(t["parallel"] in ("auto", "none", "ddp", "fsdp"), f"train.parallel must be auto, none, ddp or fsdp, got {t['parallel']!r}")

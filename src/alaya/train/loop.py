@@ -190,9 +190,13 @@ class TrainParts:
     extra_summary: dict = field(default_factory=dict)
 
 
-def _log(d: distributed.Dist, msg: str) -> None:
+def log_main(d: distributed.Dist, msg: str) -> None:
+    """A line on stderr from the main rank only."""
     if d.main:
         print(msg, file=sys.stderr, flush=True)
+
+
+_log = log_main
 
 
 def metrics_file(run_dir: Path, resume_step: int | None) -> Path:

@@ -1,4 +1,4 @@
-"""The published optimiser and schedule (DESIGN.md section 4).
+"""The published optimiser and schedule (docs/design.md, "The recipe").
 
 Decoupled AdamW: before each Adam step, ``p <- p * (1 - (lr_t / lr_max) * wd)``: the decay follows the
 schedule but is not multiplied by the learning rate itself (llm-foundry's DecoupledAdamW). The Adam

@@ -1,6 +1,6 @@
 """``alaya pretrain``: the run folder, data, model, optimizer and the loop, in one place.
 
-Run folder (DESIGN.md section 3): ``config.yaml`` (resolved), ``metrics.jsonl`` (a line per step, eval
+Run folder (docs/design.md, "Contracts"): ``config.yaml`` (resolved), ``metrics.jsonl`` (a line per step, eval
 lines, ``{"event": "resume"}`` lines), ``checkpoints/step-N``, ``final/`` (a model folder), and when the
 data were raw documents, ``tokenizer/`` and ``tokens/``. The same code runs in one process and under
 torchrun (DDP or FSDP2); every rank draws the same global batch and trains on its slice.
@@ -8,7 +8,6 @@ torchrun (DDP or FSDP2); every rank draws the same global batch and trains on it
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -20,18 +19,13 @@ from alaya.tokenizer import HELDOUT_FRACTION, AlayaTokenizer
 from alaya.train import distributed
 from alaya.train.config import ConfigError, load_config
 from alaya.train.data import MixtureSampler
-from alaya.train.loop import TrainParts, run_training, save_full_model, start_run_dir
+from alaya.train.loop import TrainParts, log_main as _log, run_training, save_full_model, start_run_dir
 from alaya.train.optim import DecoupledAdamW
 from alaya.train.shards import INDEX, TokenShards, tokenize_to_shards
 
 # keys that may differ between a run and its resumption without changing what is computed
 RESUME_FREE = {("train", "stop_after"), ("log", "progress"), ("log", "every"), ("train", "compile"),
                 ("checkpoint", "keep"), ("train", "peak_tflops")}
-
-
-def _log(d: distributed.Dist, msg: str) -> None:
-    if d.main:
-        print(msg, file=sys.stderr, flush=True)
 
 
 def prepare_data(cfg: dict, run_dir: Path, d: distributed.Dist, vocab_size: int) -> tuple[Path, Path]:

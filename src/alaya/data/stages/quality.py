@@ -3,14 +3,13 @@ is fit); documents are kept by threshold, or selectively: kept with probability 
 generator seeded by the document id (the same choice on every run and every engine)."""
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
 from typing import Sequence
 
 
 from alaya.data.classifier import TextClassifier, binary_metrics, split_held_out
-from alaya.data.documents import Document, Quarantine, read_documents
+from alaya.data.documents import Document, Quarantine, read_documents, stable_fraction
 from alaya.data.stages.base import DocumentStage
 
 
@@ -39,9 +38,8 @@ def train_quality(positive: Sequence[str], negative: Sequence[str], output: str,
     return metrics
 
 
-def _uniform(doc_id: str, seed: int) -> float:
-    h = hashlib.blake2b(f"{seed}:{doc_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64
+def _draw(doc_id: str, seed: int) -> float:
+    return stable_fraction(f"{seed}:{doc_id}")
 
 
 class QualityStage(DocumentStage):
@@ -68,5 +66,5 @@ class QualityStage(DocumentStage):
         doc = replace(doc, meta={**doc.meta, "quality": round(score, 4)})
         if self.mode == "threshold":
             return (doc, None) if score >= self.threshold else (None, "quality_below_threshold")
-        keep = _uniform(doc.id, self.seed) < score ** self.alpha
+        keep = _draw(doc.id, self.seed) < score ** self.alpha
         return (doc, None) if keep else (None, "quality_not_selected")
