@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     from alaya.eval.commands import add_parsers as add_eval_parsers
     from alaya.export.commands import add_parsers as add_export_parsers
     from alaya.infer.commands import add_parsers as add_infer_parsers
+    from alaya.model.commands import add_merge_parser
     from alaya.model.commands import add_parsers as add_model_parsers
     from alaya.sft.commands import add_parsers as add_sft_parsers
     from alaya.train.commands import add_parsers as add_train_parsers
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_infer_parsers(sub, _formatter)
     add_train_parsers(sub, _formatter)
     add_sft_parsers(sub, _formatter)
+    add_merge_parser(sub, _formatter)
     add_eval_parsers(sub, _formatter)
     add_data_parsers(sub, _formatter, tokenize=add_tokenize_parser)
     add_tool_parsers(sub, _formatter)

@@ -25,8 +25,10 @@ KEY = "page-key"
 def server(tmp_path_factory, sft_tok):
     torch.manual_seed(0)
     model = AlayaForCausalLM(preset("alaya-tiny", vocab_size=600, d_model=256, n_layers=4, max_seq_len=4096))
-    with torch.no_grad():  # greedy decoding never picks </s> (logit 0 against the best of 599 random logits)
-        model.transformer.wte.weight[2].zero_()
+    with torch.no_grad():  # greedy decoding never picks </s> (logit 0 against the best of 599 random logits), nor
+        # starts a format marker, where a chat reply ends: the long reply below streams until it is stopped
+        for t in [2] + [sft_tok.encode(m)[0] for m in ("### Output:", "### Instruction:", "\n### Output:")]:
+            model.transformer.wte.weight[t].zero_()
     folder = tmp_path_factory.mktemp("page") / "model"
     save_model(model, folder, tokenizer=sft_tok)
     proc, url = start_server(folder, "--api-key", KEY, "--model-name", "alaya-page")

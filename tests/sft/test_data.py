@@ -11,6 +11,7 @@ from alaya.sft.data import SFTBatches, collate, load_sft_data, padding_share
 from alaya.sft.formats import example_from_record
 from alaya.sft.template import encode_example
 from alaya.train.loop import loss_sum, supervised_tokens, train_step
+from conftest import SHARED_DATA
 
 RECORDS = [
     {"instruction": "介绍一下长城", "output": "长城是中国古代的军事防御工程。"},
@@ -124,3 +125,33 @@ def test_sources_and_categories_are_checked(tmp_path, sft_tok):
         load_sft_data([{"path": str(tmp_path / "missing.jsonl"), "category": "general"}], sft_tok, 64)
     with pytest.raises(ValueError, match="unknown keys"):
         load_sft_data([{"path": f, "categroy": "general"}], sft_tok, 64)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "lf_alpaca_en_demo").is_dir(), reason=f"Alpaca demos not present at {SHARED_DATA}")
+@pytest.mark.parametrize("packing", [False, True])
+def test_batches_of_real_demos_come_in_a_handful_of_shapes(packing, sft_tok):
+    """Over 200 batches of the real Alpaca demos, rows are padded to a multiple of 128 (packed rows to seq_len):
+    the distinct (B, T) shapes are at most the buckets, and no row loses a token."""
+    from alaya.data.documents import Quarantine
+    from alaya.sft.formats import read_examples
+    from alaya.sft.template import TooLong, encode_example
+
+    encoded = []
+    for ex in read_examples([str(SHARED_DATA / "lf_alpaca_en_demo" / "alpaca_en_demo.json"),
+                             str(SHARED_DATA / "lf_alpaca_zh_demo" / "alpaca_zh_demo.json")], Quarantine(), None, "general"):
+        try:
+            encoded.append(encode_example(sft_tok, ex, 512))
+        except TooLong:
+            pass
+    stream = SFTBatches(encoded, 512, sft_tok.pad_id, packing=packing, seed=0)
+    shapes, longest = set(), 0
+    for _ in range(200):
+        batch = stream.global_batch(4, 1, 1, 0)[0]
+        shapes.add(tuple(batch["input_ids"].shape))
+        real = int(batch["attention_mask"].sum(1).max())
+        longest = max(longest, real)
+        assert batch["input_ids"].shape[1] == (512 if packing else -(-real // 128) * 128)
+    assert len(shapes) <= (1 if packing else 512 // 128) and longest > 128
+    # 0 turns the buckets off: each batch as long as its longest row
+    free = SFTBatches(encoded, 512, sft_tok.pad_id, packing=False, seed=0, pad_multiple=0).global_batch(4, 1, 1, 0)[0]
+    assert free["input_ids"].shape[1] == int(free["attention_mask"].sum(1).max())

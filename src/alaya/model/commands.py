@@ -63,3 +63,24 @@ def add_parsers(sub, formatter) -> None:
                          epilog="examples:\n  alaya model info alaya-7b\n  alaya model info ./alaya-quickstart/model")
     mf.add_argument("model", help="a preset name or a model folder")
     mf.set_defaults(func=cmd_model_info)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from alaya.model.merge import merge_to_folder
+
+    names = merge_to_folder(args.model_path, args.adapter_path, args.output, dtype=args.dtype)
+    print(f"wrote {args.output}: the adapter merged into {len(names)} layers")
+    return 0
+
+
+def add_merge_parser(sub, formatter) -> None:
+    """``alaya merge`` (listed after ``alaya sft`` in ``alaya --help``)."""
+    mg = sub.add_parser("merge", formatter_class=formatter, help="merge a LoRA adapter into a model folder",
+                        description="Write MODEL with the adapter folded into its weights as a new model folder (any folder\n"
+                                    "`alaya` reads; transformers, vLLM and the exporters read the result without peft).",
+                        epilog="example:\n  alaya merge alaya-quickstart/pretrain/final runs/sft/final chat-model")
+    mg.add_argument("model_path", metavar="MODEL_PATH")
+    mg.add_argument("adapter_path", metavar="ADAPTER_PATH")
+    mg.add_argument("output", metavar="OUTPUT")
+    mg.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    mg.set_defaults(func=cmd_merge)

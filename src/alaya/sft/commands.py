@@ -1,4 +1,4 @@
-"""The ``alaya sft ...`` and ``alaya merge`` subcommands: their parsers and the calls they make (no logic)."""
+"""The ``alaya sft ...`` subcommands: their parsers and the calls they make (no logic)."""
 from __future__ import annotations
 
 import argparse
@@ -57,14 +57,6 @@ def cmd_sft_screen_apply(args: argparse.Namespace) -> int:
 
     counts = apply_review(args.screened, args.decisions, args.output)
     print(json.dumps(counts, ensure_ascii=False, indent=1))
-    return 0
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
-    from alaya.model.merge import merge_to_folder
-
-    names = merge_to_folder(args.model_path, args.adapter_path, args.output, dtype=args.dtype)
-    print(f"wrote {args.output}: the adapter merged into {len(names)} layers")
     return 0
 
 
@@ -164,16 +156,6 @@ def add_parsers(sub, formatter) -> None:
     sc.add_argument("--seq-len", type=int, default=None)
     sc.add_argument("--device", default=None)
     sc.set_defaults(func=_screen_dispatch)
-
-    mg = sub.add_parser("merge", formatter_class=formatter, help="merge a LoRA adapter into a model folder",
-                        description="Write MODEL with the adapter folded into its weights as a new model folder (any folder\n"
-                                    "`alaya` reads; transformers, vLLM and the exporters read the result without peft).",
-                        epilog="example:\n  alaya merge alaya-quickstart/pretrain/final runs/sft/final chat-model")
-    mg.add_argument("model_path", metavar="MODEL_PATH")
-    mg.add_argument("adapter_path", metavar="ADAPTER_PATH")
-    mg.add_argument("output", metavar="OUTPUT")
-    mg.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    mg.set_defaults(func=cmd_merge)
 
 
 def _screen_dispatch(args: argparse.Namespace) -> int:

@@ -266,13 +266,15 @@ class SFTBatches:
     run continues with the very batches an uninterrupted one would have drawn.
     """
 
-    def __init__(self, examples: list[Encoded], seq_len: int, pad_id: int, packing: bool, seed: int):
+    def __init__(self, examples: list[Encoded], seq_len: int, pad_id: int, packing: bool, seed: int,
+                 pad_multiple: int = 128):
         if not examples:
             raise ValueError("the SFT mixture holds no training example")
         too_long = [len(e) for e in examples if len(e) > seq_len]
         if too_long:
             raise ValueError(f"{len(too_long)} examples are longer than seq_len {seq_len}")
         self.examples, self.seq_len, self.pad_id, self.packing, self.seed = examples, seq_len, pad_id, packing, seed
+        self.pad_multiple = pad_multiple
         self.epoch, self.pos = 0, 0
         self._order = self._permutation(0)
 
@@ -306,8 +308,19 @@ class SFTBatches:
         out = []
         for k in range(accum):
             start = (k * world + rank) * micro_batch
-            out.append(collate(rows[start : start + micro_batch], self.pad_id))
+            mine = rows[start : start + micro_batch]
+            out.append(collate(mine, self.pad_id, self.padded_length(max(sum(map(len, r)) for r in mine))))
         return out
+
+    def padded_length(self, longest: int) -> int:
+        """The batch's length: ``seq_len`` for packed rows, else the longest row rounded up to a multiple of
+        ``pad_multiple`` (at most ``seq_len``), so a run sees a handful of shapes (a compiled step or a GPU
+        attention kernel is built once per shape, not once per batch); 0 pads to the longest row."""
+        if self.packing:
+            return self.seq_len
+        if self.pad_multiple <= 0:
+            return longest
+        return min(self.seq_len, -(-longest // self.pad_multiple) * self.pad_multiple)
 
     @property
     def epochs(self) -> float:

@@ -50,7 +50,9 @@ SFT_DEFAULTS: dict = {
     "schedule": {"warmup_steps": 10, "max_steps": 200},
     "checkpoint": {"every": 50, "keep": 2},
     # the training keys are pretraining's (one meaning each), plus packing
-    "train": {**PRETRAIN_DEFAULTS["train"], "packing": False},  # packing: several examples per row
+    # packing: several examples per row; pad_multiple: rows padded to a multiple of it (packed rows: seq_len),
+    # so a run has a handful of shapes
+    "train": {**PRETRAIN_DEFAULTS["train"], "packing": False, "pad_multiple": 128},
     "eval": {"every": 50, "samples": DEFAULT_SAMPLES, "max_new_tokens": 48},
     "log": dict(PRETRAIN_DEFAULTS["log"]),
 }
@@ -82,6 +84,9 @@ def check_sft_config(cfg: dict) -> None:
     need(dd["length_policy"] in LENGTH_POLICIES, f"data.length_policy must be one of {LENGTH_POLICIES}, got {dd['length_policy']!r}")
     need(0 <= dd["heldout_fraction"] < 1, f"data.heldout_fraction must be in [0, 1), got {dd['heldout_fraction']!r}")
     need(isinstance(cfg["eval"]["samples"], list), "eval.samples must be a list of prompts")
+    pad = cfg["train"]["pad_multiple"]
+    need(isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0,
+         f"train.pad_multiple must be an integer >= 0, got {pad!r}")
 
 
 def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, d: distributed.Dist, fsdp: bool):
@@ -138,7 +143,7 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
                 print(f"{data.quarantine.count} malformed records quarantined (first: "
                       f"{data.quarantine.records[0].file}:{data.quarantine.records[0].line}: "
                       f"{data.quarantine.records[0].reason}); see {run_dir / 'quarantine.jsonl'}", file=sys.stderr)
-        batches = SFTBatches(data.train, t["seq_len"], tok.pad_id, t["packing"], cfg["seed"])
+        batches = SFTBatches(data.train, t["seq_len"], tok.pad_id, t["packing"], cfg["seed"], t["pad_multiple"])
         evals = eval_batches(data.heldout, t["micro_batch_size"], tok.pad_id) or None
 
         torch.manual_seed(cfg["seed"])  # the same adapter init on every rank
