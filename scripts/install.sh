@@ -7,8 +7,8 @@
 #
 # The installer is uv (from PyPI; about 10x faster than pip here: 25 s instead of 4.5 min for the test
 # set-up). PyTorch's CPU wheel comes from the folder in PIP_FIND_LINKS where a machine keeps wheels, else
-# from PyTorch's own CPU index (https://download.pytorch.org/whl/cpu): PyPI's torch for Linux is the CUDA
-# build, gigabytes more. For a GPU install, install torch first (pip install torch) and then the project
+# from PyTorch's own CPU index (uv's --torch-backend cpu: https://download.pytorch.org/whl/cpu, for torch
+# only): PyPI's torch for Linux is the CUDA build, gigabytes more. For a GPU install, install torch first (pip install torch) and then the project
 # (pip install -e .): nothing here replaces a torch that is already installed in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ python3 -m venv .venv
 if [ -n "${PIP_FIND_LINKS:-}" ]; then
   torch_from=(--find-links "$PIP_FIND_LINKS")
 else
-  torch_from=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+  torch_from=(--torch-backend cpu)  # uv takes torch (only) from https://download.pytorch.org/whl/cpu
 fi
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"

@@ -1,4 +1,6 @@
 """LoRA for training: peft's layer math and init, PEFT folders that peft loads, merging."""
+import copy
+
 import pytest
 import torch
 
@@ -89,3 +91,25 @@ def test_cpu_dropout_drops_at_rate_p_and_the_adapter_is_unbiased():
     assert float((mean - expected).abs().max()) < 0.05 * float(expected.abs().max())
     with pytest.raises(ValueError, match="dropout"):
         LoRALinear(torch.nn.Linear(4, 4, bias=False), r=2, alpha=4, dropout=1.0, rslora=False)
+
+
+def test_a_compiled_training_model_draws_the_dropout_eager_draws():
+    """train.compile (alaya.train.loop.compile_for_training): the same RNG state gives the same dropout masks
+    compiled and eager, so the outputs agree to float rounding (different masks differ by far more)."""
+    from alaya.model.lora import LoRALinear
+    from alaya.train.loop import compile_for_training
+
+    torch.manual_seed(0)
+    eager = torch.nn.Sequential(LoRALinear(torch.nn.Linear(32, 16, bias=False), r=4, alpha=8, dropout=0.5, rslora=False))
+    torch.nn.init.normal_(eager[0].lora_B.weight)
+    compiled = copy.deepcopy(eager)
+    compile_for_training(compiled)
+    x = torch.randn(8, 32)
+    outs = []
+    for m in (eager, compiled, eager):
+        torch.manual_seed(7)
+        outs.append(m(x))
+    assert torch.equal(outs[0], outs[2])  # the seed fixes the masks
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+    torch.manual_seed(8)
+    assert (eager(x) - outs[0]).abs().max() > 0.1  # another draw: other masks, far apart

@@ -23,7 +23,7 @@ from alaya.sft.template import LENGTH_POLICIES
 from alaya.tokenizer import AlayaTokenizer
 from alaya.train import distributed
 from alaya.train.config import PRETRAIN_DEFAULTS, ConfigError, load_config, need
-from alaya.train.loop import TrainParts, run_training, save_full_model, start_run_dir
+from alaya.train.loop import TrainParts, compile_for_training, run_training, save_full_model, start_run_dir
 from alaya.train.optim import DecoupledAdamW
 
 DEFAULT_SAMPLES = ["你好，你是谁？", "Who are you?", "What is the capital of France?", "请用一句话介绍一下长城。"]
@@ -156,9 +156,7 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
         model.to(d.device)
         model = distributed.wrap(model, t["parallel"], d, t["precision"])
         if t["compile"]:
-            # random ops (LoRA dropout) through PyTorch's own kernels: a compiled run draws what an eager run
-            # draws, so a run may be resumed with or without train.compile and stay exact
-            model.compile(options={"fallback_random": True})
+            compile_for_training(model)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = DecoupledAdamW(params, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"])
         fsdp = t["parallel"] == "fsdp"

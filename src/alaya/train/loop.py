@@ -65,6 +65,13 @@ def _grad_sync(model: torch.nn.Module, enabled: bool) -> contextlib.AbstractCont
     return contextlib.nullcontext()
 
 
+def compile_for_training(model: torch.nn.Module) -> None:
+    """``train.compile``: torch.compile the model in place, its random ops (LoRA dropout) through PyTorch's
+    own kernels (inductor's fallback_random), so a compiled step draws exactly what an eager step draws from
+    the same RNG state: a run may be resumed with or without train.compile and keep its dropout stream."""
+    model.compile(options={"fallback_random": True})
+
+
 def supervised_tokens(batch: dict) -> int:
     """Tokens that carry a loss: labels[:, 1:] that are not -100."""
     return int((batch["labels"][:, 1:] != IGNORE).sum())

@@ -19,7 +19,7 @@ from alaya.tokenizer import HELDOUT_FRACTION, AlayaTokenizer
 from alaya.train import distributed
 from alaya.train.config import ConfigError, load_config
 from alaya.train.data import MixtureSampler
-from alaya.train.loop import TrainParts, log_main as _log, run_training, save_full_model, start_run_dir
+from alaya.train.loop import TrainParts, compile_for_training, log_main as _log, run_training, save_full_model, start_run_dir
 from alaya.train.optim import DecoupledAdamW
 from alaya.train.shards import INDEX, TokenShards, tokenize_to_shards
 
@@ -107,9 +107,7 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
         model.to(d.device)
         model = distributed.wrap(model, t["parallel"], d, t["precision"])
         if t["compile"]:
-            # random ops (LoRA dropout) through PyTorch's own kernels: a compiled run draws what an eager run
-            # draws, so a run may be resumed with or without train.compile and stay exact
-            model.compile(options={"fallback_random": True})
+            compile_for_training(model)
         opt = DecoupledAdamW(model.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
                              weight_decay=o["weight_decay"])
         global_batch = t["micro_batch_size"] * d.world * t["grad_accum"]
