@@ -43,7 +43,9 @@ def init(device: str | None = None) -> Dist:
 
 
 def wrap(model: torch.nn.Module, mode: str, d: Dist, precision: str = "fp32") -> torch.nn.Module:
-    """``mode``: none, ddp, fsdp, or auto (ddp when there are several processes)."""
+    """``mode``: none, ddp, fsdp, or auto (ddp when there are several processes). ``precision`` bf16 gives
+    FSDP2 a mixed-precision policy (bf16 parameters, fp32 gradient reduction); DDP keeps fp32 parameters and
+    the training step's autocast computes in bf16."""
     if mode == "auto":
         mode = "ddp" if d.world > 1 else "none"
     if mode == "none":
@@ -57,11 +59,15 @@ def wrap(model: torch.nn.Module, mode: str, d: Dist, precision: str = "fp32") ->
 
         return DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     if mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        # bf16: parameters gathered and computed in bf16 (half the all-gather traffic and memory), gradients
+        # reduced in fp32, the sharded master weights and the optimizer state stay fp32 (as torchtitan does)
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" \
+            else MixedPrecisionPolicy()
         for block in model.transformer.blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
         return model
     raise ValueError(f"unknown train.parallel {mode!r}")
 
