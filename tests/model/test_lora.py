@@ -97,7 +97,7 @@ def test_a_compiled_training_model_draws_the_dropout_eager_draws():
     """train.compile (alaya.train.loop.compile_for_training): the same RNG state gives the same dropout masks
     compiled and eager, so the outputs agree to float rounding (different masks differ by far more)."""
     from alaya.model.lora import LoRALinear
-    from alaya.train.loop import compile_for_training
+    from alaya.train.builder import compile_for_training
 
     torch.manual_seed(0)
     eager = torch.nn.Sequential(LoRALinear(torch.nn.Linear(32, 16, bias=False), r=4, alpha=8, dropout=0.5, rslora=False))

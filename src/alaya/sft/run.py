@@ -23,8 +23,10 @@ from alaya.sft.template import LENGTH_POLICIES
 from alaya.tokenizer import AlayaTokenizer
 from alaya.train import distributed
 from alaya.train.config import PRETRAIN_DEFAULTS, ConfigError, load_config, need
-from alaya.train.loop import TrainParts, compile_for_training, run_training, save_full_model, start_run_dir
-from alaya.train.optim import DecoupledAdamW
+from alaya.train.builder import RESUME_FREE as BASE_RESUME_FREE
+from alaya.train.builder import (OptimizerSection, TrainSection, check_fits, describe_batch, make_optimizer,
+                                 place_model)
+from alaya.train.loop import TrainParts, run_training, save_full_model, start_run_dir
 
 DEFAULT_SAMPLES = ["你好，你是谁？", "Who are you?", "What is the capital of France?", "请用一句话介绍一下长城。"]
 
@@ -56,8 +58,8 @@ SFT_DEFAULTS: dict = {
     "eval": {"every": 50, "samples": DEFAULT_SAMPLES, "max_new_tokens": 48},
     "log": dict(PRETRAIN_DEFAULTS["log"]),
 }
-RESUME_FREE = {("train", "stop_after"), ("log", "progress"), ("log", "every"), ("train", "compile"),
-               ("checkpoint", "keep"), ("train", "peak_tflops"), ("eval", "samples"), ("eval", "max_new_tokens")}
+# the keys pretraining may change on --resume, and the samples logged at each eval
+RESUME_FREE = BASE_RESUME_FREE | {("eval", "samples"), ("eval", "max_new_tokens")}
 
 
 def check_sft_config(cfg: dict) -> None:
@@ -107,10 +109,61 @@ def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, d: di
     return samples
 
 
+def _sft_data(cfg: dict, run_dir: Path, d: distributed.Dist, tok: AlayaTokenizer, train: TrainSection):
+    """The run's examples (generated sources written first), its report and quarantine files, the batch
+    source and the held-out batches."""
+    data_cfg = cfg["data"]
+    sources = materialize_sources(data_cfg["sources"], run_dir / "generated", write=d.main)
+    distributed.barrier(d)
+    data = load_sft_data(sources, tok, train.seq_len, shares=data_cfg["shares"], max_epochs=data_cfg["max_epochs"],
+                         examples=data_cfg["examples"], heldout_fraction=data_cfg["heldout_fraction"],
+                         heldout_max=data_cfg["heldout_max"], policy=data_cfg["length_policy"],
+                         last_turn_only=data_cfg["last_turn_only"], seed=cfg["seed"])
+    packing = cfg["train"]["packing"]
+    lengths = [len(e) for e in data.train]
+    data.report["padding_share"] = {"one_example_per_row": round(padding_share(lengths, train.seq_len, False), 4),
+                                    "packed": round(padding_share(lengths, train.seq_len, True), 4),
+                                    "packing": packing}
+    data.report["heldout_examples"] = len(data.heldout)
+    data.report["quarantined"] = data.quarantine.count
+    if d.main:
+        write_json_atomic(run_dir / "data_report.json", data.report)
+        write_text_atomic(run_dir / "quarantine.jsonl", "".join(
+            json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in data.quarantine.records))
+        if data.quarantine.count:
+            first = data.quarantine.records[0]
+            print(f"{data.quarantine.count} malformed records quarantined (first: {first.file}:{first.line}: "
+                  f"{first.reason}); see {run_dir / 'quarantine.jsonl'}", file=sys.stderr)
+    batches = SFTBatches(data.train, train.seq_len, tok.pad_id, packing, cfg["seed"], cfg["train"]["pad_multiple"])
+    evals = eval_batches(data.heldout, train.micro_batch_size, tok.pad_id) or None
+    return data, batches, evals
+
+
+def _adapter_saver(cfg: dict, base: str, tok: AlayaTokenizer, d: distributed.Dist):
+    """How the final folder is written: a model folder (full) or a PEFT adapter with the tokenizer (LoRA)."""
+    lora = cfg["lora"]
+
+    def save_final(m: torch.nn.Module, folder: Path) -> None:
+        if cfg["method"] == "full":
+            save_full_model(m, folder, tok, d)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(m, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if d.main:
+            acfg = adapter_config(lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["rslora"],
+                                  str(Path(base).resolve()))
+            save_adapter(folder, acfg, adapter_state_dict(m, full))
+            tok.save(folder)  # alaya chat BASE --adapter final finds the same tokenizer here
+        distributed.barrier(d)
+
+    return save_final
+
+
 def run_sft(config_path: str | None, overrides: list[str], resume: bool = False) -> dict | None:
     cfg = load_config(config_path, overrides, SFT_DEFAULTS, frozenset({"model", "data.shares"}), check_sft_config)
-    t, o, dd, lo = cfg["train"], cfg["optimizer"], cfg["data"], cfg["lora"]
-    d = distributed.init(t["device"])
+    train, optimizer, lora = TrainSection.of(cfg), OptimizerSection.of(cfg), cfg["lora"]
+    d = distributed.init(train.device)
     run_dir = Path(cfg["run_dir"])
     try:
         start_run_dir(run_dir, cfg, d, resume, RESUME_FREE)
@@ -118,68 +171,27 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
         tok = AlayaTokenizer.load(base)
         model = load_model(base, dtype=torch.float32)
         mc = model.config
-        if t["seq_len"] > mc.max_seq_len:
-            raise ConfigError(f"train.seq_len {t['seq_len']} exceeds the model's max_seq_len {mc.max_seq_len}")
+        check_fits(model, train)
         if tok.vocab_size > mc.vocab_size:
             raise ConfigError(f"{base}: the tokenizer has {tok.vocab_size} tokens, the model {mc.vocab_size}")
-        gen_dir = run_dir / "generated"
-        sources = materialize_sources(dd["sources"], gen_dir, write=d.main)
-        distributed.barrier(d)
-        data = load_sft_data(sources, tok, t["seq_len"], shares=dd["shares"], max_epochs=dd["max_epochs"],
-                             examples=dd["examples"], heldout_fraction=dd["heldout_fraction"],
-                             heldout_max=dd["heldout_max"], policy=dd["length_policy"],
-                             last_turn_only=dd["last_turn_only"], seed=cfg["seed"])
-        lengths = [len(e) for e in data.train]
-        data.report["padding_share"] = {"one_example_per_row": round(padding_share(lengths, t["seq_len"], False), 4),
-                                        "packed": round(padding_share(lengths, t["seq_len"], True), 4),
-                                        "packing": t["packing"]}
-        data.report["heldout_examples"] = len(data.heldout)
-        data.report["quarantined"] = data.quarantine.count
-        if d.main:
-            write_json_atomic(run_dir / "data_report.json", data.report)
-            write_text_atomic(run_dir / "quarantine.jsonl", "".join(
-                json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in data.quarantine.records))
-            if data.quarantine.count:
-                print(f"{data.quarantine.count} malformed records quarantined (first: "
-                      f"{data.quarantine.records[0].file}:{data.quarantine.records[0].line}: "
-                      f"{data.quarantine.records[0].reason}); see {run_dir / 'quarantine.jsonl'}", file=sys.stderr)
-        batches = SFTBatches(data.train, t["seq_len"], tok.pad_id, t["packing"], cfg["seed"], t["pad_multiple"])
-        evals = eval_batches(data.heldout, t["micro_batch_size"], tok.pad_id) or None
+        data, batches, evals = _sft_data(cfg, run_dir, d, tok, train)
 
         torch.manual_seed(cfg["seed"])  # the same adapter init on every rank
-        flops = mc.flops_per_token(t["seq_len"])
+        flops = mc.flops_per_token(train.seq_len)
         if cfg["method"] == "lora":
-            add_lora(model, lo["r"], lo["alpha"], lo["dropout"], lo["target_modules"], lo["rslora"])
+            add_lora(model, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["rslora"])
             flops -= 2 * mc.num_parameters()  # no weight gradients for the frozen base
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        model.activation_checkpointing = t["activation_checkpointing"]
-        model.to(d.device)
-        model = distributed.wrap(model, t["parallel"], d, t["precision"])
-        if t["compile"]:
-            compile_for_training(model)
+        model = place_model(model, train, d)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = DecoupledAdamW(params, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"])
-        fsdp = t["parallel"] == "fsdp"
-
-        def save_final(m: torch.nn.Module, folder: Path) -> None:
-            if cfg["method"] == "full":
-                save_full_model(m, folder, tok, d)
-                return
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            full = get_model_state_dict(m, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            if d.main:
-                acfg = adapter_config(lo["r"], lo["alpha"], lo["dropout"], lo["target_modules"], lo["rslora"],
-                                      str(Path(base).resolve()))
-                save_adapter(folder, acfg, adapter_state_dict(m, full))
-                tok.save(folder)  # alaya chat BASE --adapter final finds the same tokenizer here
-            distributed.barrier(d)
-
-        global_rows = t["micro_batch_size"] * d.world * t["grad_accum"]
+        opt = make_optimizer(params, optimizer)
+        fsdp = train.parallel == "fsdp"
+        save_final = _adapter_saver(cfg, base, tok, d)
+        rows = "packed" if cfg["train"]["packing"] else "one example per row"
         describe = (f"SFT ({cfg['method']}) of {base}: {mc.num_parameters() / 1e6:.2f} M parameters, "
                     f"{trainable / 1e6:.3f} M trained; {len(data.train)} examples per pass of the mixture, "
-                    f"{len(data.heldout)} held out, {data.quarantine.count} quarantined; global batch {global_rows} "
-                    f"rows × ≤{t['seq_len']} ({'packed' if t['packing'] else 'one example per row'}), {t['precision']}")
+                    f"{len(data.heldout)} held out, {data.quarantine.count} quarantined; "
+                    f"{describe_batch(train, d, rows)}")
         parts = TrainParts(model=model, optimizer=opt, data=batches, evals=evals, params=params, name="sft",
                            describe=describe, flops_per_token=flops, save_final=save_final,
                            trainable_only_checkpoints=cfg["method"] == "lora",

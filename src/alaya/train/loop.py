@@ -30,6 +30,7 @@ from tqdm import tqdm
 from alaya.configfile import settings_changes
 from alaya.fileio import write_text_atomic
 from alaya.train import distributed
+from alaya.train.builder import OptimizerSection, TrainSection
 from alaya.train.checkpoint import checkpoint_dirs, load_latest, save_checkpoint
 from alaya.train.config import ConfigError, dump_config
 from alaya.train.flops import measure_matmul_peak, mfu
@@ -63,13 +64,6 @@ def _grad_sync(model: torch.nn.Module, enabled: bool) -> contextlib.AbstractCont
                 model.set_requires_gradient_sync(True)
         return restore()
     return contextlib.nullcontext()
-
-
-def compile_for_training(model: torch.nn.Module) -> None:
-    """``train.compile``: torch.compile the model in place, its random ops (LoRA dropout) through PyTorch's
-    own kernels (inductor's fallback_random), so a compiled step draws exactly what an eager step draws from
-    the same RNG state: a run may be resumed with or without train.compile and keep its dropout stream."""
-    model.compile(options={"fallback_random": True})
 
 
 def supervised_tokens(batch: dict) -> int:
@@ -224,7 +218,7 @@ def metrics_file(run_dir: Path, resume_step: int | None) -> Path:
 
 def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainParts, resume: bool) -> dict | None:
     """Train to ``schedule.max_steps`` (or ``train.stop_after``); the summary on rank 0, None elsewhere."""
-    t, o, s = cfg["train"], cfg["optimizer"], cfg["schedule"]
+    train, optimizer, schedule = TrainSection.of(cfg), OptimizerSection.of(cfg), cfg["schedule"]
     model, opt = parts.model, parts.optimizer
     step, tokens = 0, 0
     resumed = None
@@ -254,7 +248,7 @@ def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainPart
     def evaluate(step: int) -> dict:
         rec: dict = {"step": step, "tokens": tokens}
         if parts.evals:
-            loss = evaluate_loss(model, parts.evals, t["precision"], device=d.device)
+            loss = evaluate_loss(model, parts.evals, train.precision, device=d.device)
             rec.update(eval_loss=round(loss, 6), eval_ppl=round(math.exp(min(loss, 50)), 3))
         if parts.on_eval is not None:
             rec.update(parts.on_eval(model, step))
@@ -264,20 +258,20 @@ def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainPart
 
     if resumed is not None:
         log({"event": "resume", "step": step, "tokens": tokens, "time": time.time()})
-    peak = (t["peak_tflops"] * 1e12) if t["peak_tflops"] else measure_matmul_peak(d.device, t["precision"])
+    peak = (train.peak_tflops * 1e12) if train.peak_tflops else measure_matmul_peak(d.device, train.precision)
     _log(d, parts.describe)
-    bar = tqdm(total=s["max_steps"], initial=step, desc=parts.name, unit=" steps", mininterval=1.0,
+    bar = tqdm(total=schedule["max_steps"], initial=step, desc=parts.name, unit=" steps", mininterval=1.0,
                disable=not (d.main and cfg["log"]["progress"]))
     last, last_eval = {}, {}
     try:
         if step == 0:  # the starting point of the held-out curve
             evaluate(0)
-        while step < s["max_steps"]:
+        while step < schedule["max_steps"]:
             t0 = time.perf_counter()
-            micro = parts.data.global_batch(t["micro_batch_size"], d.world, t["grad_accum"], d.rank)
+            micro = parts.data.global_batch(train.micro_batch_size, d.world, train.grad_accum, d.rank)
             step += 1
-            lr = cosine_lr(step, o["lr"], o["min_lr"], s["warmup_steps"], s["max_steps"])
-            loss, norm, supervised = train_step(model, opt, micro, lr, o["grad_clip"], t["precision"],
+            lr = cosine_lr(step, optimizer.lr, optimizer.min_lr, schedule["warmup_steps"], schedule["max_steps"])
+            loss, norm, supervised = train_step(model, opt, micro, lr, optimizer.grad_clip, train.precision,
                                                 device=d.device, d=d, params=parts.params)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {step}; lower optimizer.lr or use fp32")
@@ -288,17 +282,17 @@ def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainPart
             last = {"step": step, "loss": round(loss, 6), "lr": lr, "grad_norm": round(norm, 6), "tokens": tokens,
                     "supervised_tokens": supervised, "tokens_per_s": round(tps, 1),
                     "mfu": round(mfu(tps / d.world, parts.flops_per_token, peak), 4), "time": time.time()}
-            if step % cfg["log"]["every"] == 0 or step == s["max_steps"]:
+            if step % cfg["log"]["every"] == 0 or step == schedule["max_steps"]:
                 log(last)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", mfu=f"{100 * last['mfu']:.1f}%")
-            if step % cfg["eval"]["every"] == 0 or step == s["max_steps"]:
+            if step % cfg["eval"]["every"] == 0 or step == schedule["max_steps"]:
                 last_eval = evaluate(step)
-            if step % cfg["checkpoint"]["every"] == 0 or step == s["max_steps"]:
+            if step % cfg["checkpoint"]["every"] == 0 or step == schedule["max_steps"]:
                 save_checkpoint(run_dir, model, opt, {"step": step, "tokens": tokens,
                                                       "sampler": parts.data.state_dict(), "config": cfg},
                                 keep=cfg["checkpoint"]["keep"], options=ckpt_options)
-            if t["stop_after"] is not None and step >= t["stop_after"] and step < s["max_steps"]:
+            if train.stop_after is not None and step >= train.stop_after and step < schedule["max_steps"]:
                 _log(d, f"stopping after step {step} (train.stop_after)")
                 distributed.barrier(d)  # leave together: tearing gloo down under a busy peer can abort it
                 return {"run_dir": str(run_dir), "stopped": True, **last} if d.main else None

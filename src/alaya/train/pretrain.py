@@ -19,13 +19,11 @@ from alaya.tokenizer import HELDOUT_FRACTION, AlayaTokenizer
 from alaya.train import distributed
 from alaya.train.config import ConfigError, load_config
 from alaya.train.data import MixtureSampler
-from alaya.train.loop import TrainParts, compile_for_training, log_main as _log, run_training, save_full_model, start_run_dir
-from alaya.train.optim import DecoupledAdamW
+from alaya.train.builder import (RESUME_FREE, OptimizerSection, TrainSection, check_fits, describe_batch, make_optimizer,
+                                 place_model)
+from alaya.train.loop import TrainParts, log_main as _log, run_training, save_full_model, start_run_dir
 from alaya.train.shards import INDEX, TokenShards, tokenize_to_shards
 
-# keys that may differ between a run and its resumption without changing what is computed
-RESUME_FREE = {("train", "stop_after"), ("log", "progress"), ("log", "every"), ("train", "compile"),
-                ("checkpoint", "keep"), ("train", "peak_tflops")}
 
 
 def prepare_data(cfg: dict, run_dir: Path, d: distributed.Dist, vocab_size: int) -> tuple[Path, Path]:
@@ -82,16 +80,15 @@ def eval_windows(folder: Path, seq_len: int, limit: int) -> torch.Tensor | None:
 
 def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = False) -> dict | None:
     cfg = load_config(config_path, overrides)
-    t, o = cfg["train"], cfg["optimizer"]
-    d = distributed.init(t["device"])
+    train, optimizer = TrainSection.of(cfg), OptimizerSection.of(cfg)
+    d = distributed.init(train.device)
     run_dir = Path(cfg["run_dir"])
     try:
         start_run_dir(run_dir, cfg, d, resume, RESUME_FREE)
         torch.manual_seed(cfg["seed"])  # the same initial weights on every rank
         model = build_model(cfg)
         mc = model.config
-        if t["seq_len"] > mc.max_seq_len:
-            raise ConfigError(f"train.seq_len {t['seq_len']} exceeds model max_seq_len {mc.max_seq_len}")
+        check_fits(model, train)
         data_dir, tok_dir = prepare_data(cfg, run_dir, d, mc.vocab_size)
         shards = TokenShards(data_dir, "train")
         if shards.vocab_size > mc.vocab_size:
@@ -99,22 +96,16 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
         weights = cfg["data"]["weights"]
         if cfg["data"]["mixture"]:
             weights = json.loads(Path(cfg["data"]["mixture"]).read_text(encoding="utf-8"))["weights"]
-        sampler = MixtureSampler(shards.sources, weights, t["seq_len"], cfg["seed"])
-        windows = eval_windows(data_dir, t["seq_len"], cfg["eval"]["windows"])
+        sampler = MixtureSampler(shards.sources, weights, train.seq_len, cfg["seed"])
+        windows = eval_windows(data_dir, train.seq_len, cfg["eval"]["windows"])
         evals = None if windows is None else [{"input_ids": w, "labels": w} for w in windows.split(8)]
 
-        model.activation_checkpointing = t["activation_checkpointing"]
-        model.to(d.device)
-        model = distributed.wrap(model, t["parallel"], d, t["precision"])
-        if t["compile"]:
-            compile_for_training(model)
-        opt = DecoupledAdamW(model.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
-                             weight_decay=o["weight_decay"])
-        global_batch = t["micro_batch_size"] * d.world * t["grad_accum"]
-        describe = (f"{mc.num_parameters() / 1e6:.2f} M parameters, {d.world} process(es) ({t['parallel']}), "
-                    f"global batch {global_batch} × {t['seq_len']}, {t['precision']}, sources {sampler.weights}")
+        model = place_model(model, train, d)
+        opt = make_optimizer(model.parameters(), optimizer)
+        describe = (f"{mc.num_parameters() / 1e6:.2f} M parameters, {d.world} process(es) ({train.parallel}), "
+                    f"{describe_batch(train, d)}, sources {sampler.weights}")
         parts = TrainParts(model=model, optimizer=opt, data=sampler, evals=evals, name="pretrain", describe=describe,
-                           flops_per_token=mc.flops_per_token(t["seq_len"]),
+                           flops_per_token=mc.flops_per_token(train.seq_len),
                            save_final=lambda m, folder: save_full_model(m, folder, AlayaTokenizer.load(tok_dir), d))
         return run_training(cfg, run_dir, d, parts, resume)
     finally:

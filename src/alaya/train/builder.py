@@ -1,0 +1,102 @@
+"""The one way `alaya pretrain` and `alaya sft` build their training parts from a run config: typed views of the
+config sections, the model placed, wrapped (DDP / FSDP2) and compiled, the optimizer, the line that
+describes the run. Each command keeps only what is its own: pretraining its data and model, SFT its data,
+LoRA and adapter folders (as torchtitan builds its parts from one config).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from alaya.train import distributed
+from alaya.train.config import ConfigError
+from alaya.train.optim import DecoupledAdamW
+
+# keys that may differ between a run and its resumption without changing what is computed (SFT adds its own)
+RESUME_FREE = frozenset({("train", "stop_after"), ("log", "progress"), ("log", "every"), ("train", "compile"),
+                         ("checkpoint", "keep"), ("train", "peak_tflops")})
+
+
+def _section(cls, values: dict):
+    return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """``train:`` of a run config (the keys pretraining and SFT share)."""
+
+    seq_len: int
+    micro_batch_size: int
+    grad_accum: int
+    precision: str  # fp32 | bf16 (autocast; FSDP2 gets bf16 parameters)
+    parallel: str  # auto | none | ddp | fsdp
+    activation_checkpointing: bool
+    compile: bool
+    device: str | None
+    peak_tflops: float | None
+    stop_after: int | None
+
+    @classmethod
+    def of(cls, cfg: dict) -> "TrainSection":
+        return _section(cls, cfg["train"])
+
+    def global_rows(self, world: int) -> int:
+        return self.micro_batch_size * world * self.grad_accum
+
+
+@dataclass(frozen=True)
+class OptimizerSection:
+    """``optimizer:`` of a run config: Decoupled AdamW and its clipping."""
+
+    lr: float
+    min_lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    grad_clip: float
+
+    @classmethod
+    def of(cls, cfg: dict) -> "OptimizerSection":
+        values = dict(cfg["optimizer"])
+        values["betas"] = tuple(values["betas"])
+        return _section(cls, values)
+
+
+def compile_for_training(model: torch.nn.Module) -> None:
+    """``train.compile``: torch.compile the model in place, its random ops (LoRA dropout) through PyTorch's
+    own kernels (inductor's fallback_random), so a compiled step draws exactly what an eager step draws from
+    the same RNG state: a run may be resumed with or without train.compile and keep its dropout stream."""
+    model.compile(options={"fallback_random": True})
+
+
+def check_fits(model: torch.nn.Module, train: TrainSection) -> None:
+    """The run's sequences fit the model's context (a ConfigError naming the key otherwise)."""
+    ctx = model.config.max_seq_len
+    if train.seq_len > ctx:
+        raise ConfigError(f"train.seq_len {train.seq_len} exceeds the model's max_seq_len {ctx}")
+
+
+def place_model(model: torch.nn.Module, train: TrainSection, d: distributed.Dist) -> torch.nn.Module:
+    """The model as the loop trains it: activation checkpointing, on the device, wrapped for DDP / FSDP2 (with
+    the precision's policy) and compiled when asked. Returns the wrapped model."""
+    check_fits(model, train)
+    model.activation_checkpointing = train.activation_checkpointing
+    model.to(d.device)
+    model = distributed.wrap(model, train.parallel, d, train.precision)
+    if train.compile:
+        compile_for_training(model)
+    return model
+
+
+def make_optimizer(params, optimizer: OptimizerSection) -> DecoupledAdamW:
+    return DecoupledAdamW(params, lr=optimizer.lr, betas=optimizer.betas, eps=optimizer.eps,
+                          weight_decay=optimizer.weight_decay)
+
+
+def describe_batch(train: TrainSection, d: distributed.Dist, rows: str | None = None) -> str:
+    """The global batch and precision for the run's first log line: ``global batch R × T, bf16`` (windows of
+    T tokens), or with ``rows`` (what a row holds) ``global batch R rows × ≤T (rows), bf16``."""
+    n = train.global_rows(d.world)
+    shape = f"{n} × {train.seq_len}" if rows is None else f"{n} rows × ≤{train.seq_len} ({rows})"
+    return f"global batch {shape}, {train.precision}"
