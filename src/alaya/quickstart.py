@@ -50,7 +50,7 @@ OUTPUTS = ("curate.yaml", "curated", "tokenizer", "tokens", "heldout.jsonl", "pr
 
 
 @dataclass
-class Plan:
+class QuickstartRun:
     workdir: Path
     corpus: list[str]
     preset: str
@@ -71,11 +71,11 @@ class Plan:
 
 
 # ----------------------------------------------------------------------------- steps
-def _curated_data(p: Plan) -> Path:
+def _curated_data(p: QuickstartRun) -> Path:
     return Path(json.loads(p.path("curated", "manifest.json").read_text(encoding="utf-8"))["output"])
 
 
-def step_curate(p: Plan) -> dict:
+def step_curate(p: QuickstartRun) -> dict:
     from alaya.data.curate import DEFAULT_PIPELINE, run_curate
 
     cfg = {"pipeline": DEFAULT_PIPELINE, "mixture": QUICKSTART_MIXTURE, "report": True}
@@ -86,12 +86,12 @@ def step_curate(p: Plan) -> dict:
             "mixture_lang": mixture["achieved"]["lang"]}
 
 
-def done_curate(p: Plan) -> bool:
+def done_curate(p: QuickstartRun) -> bool:
     m = p.path("curated", "manifest.json")
     return m.is_file() and p.path("curated", "mixture.json").is_file() and _curated_data(p).is_dir()
 
 
-def step_tokenizer(p: Plan) -> dict:
+def step_tokenizer(p: QuickstartRun) -> dict:
     from alaya.model.config import preset
     from alaya.tokenizer import train_tokenizer_on_documents
 
@@ -101,11 +101,11 @@ def step_tokenizer(p: Plan) -> dict:
     return {"vocab_size": report["vocab_size"], "chars_per_token": report["chars_per_token_held_out"]}
 
 
-def done_tokenizer(p: Plan) -> bool:
+def done_tokenizer(p: QuickstartRun) -> bool:
     return all(p.path("tokenizer", f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "training_report.json"))
 
 
-def step_tokens(p: Plan) -> dict:
+def step_tokens(p: QuickstartRun) -> dict:
     from alaya.data.documents import Quarantine, is_heldout, read_documents
     from alaya.tokenizer import HELDOUT_FRACTION
     from alaya.train.shards import tokenize_to_shards
@@ -121,7 +121,7 @@ def step_tokens(p: Plan) -> dict:
     return {"sources": len(index["sources"]), "train_tokens": train_tokens, "heldout_documents": len(rows)}
 
 
-def done_tokens(p: Plan) -> bool:
+def done_tokens(p: QuickstartRun) -> bool:
     return p.path("tokens", "index.json").is_file() and p.path("heldout.jsonl").is_file()
 
 
@@ -134,7 +134,7 @@ def language_weights(mixture_file: Path) -> dict[str, float]:
     return weights
 
 
-def pretrain_config(p: Plan) -> dict:
+def pretrain_config(p: QuickstartRun) -> dict:
     from alaya.model.config import preset
 
     ctx = preset(p.preset).max_seq_len
@@ -157,7 +157,7 @@ def _train_with_resume(run: Callable, config: Path, cfg: dict, run_dir: Path) ->
     run(str(config), [], resume=resume)
 
 
-def step_pretrain(p: Plan) -> dict:
+def step_pretrain(p: QuickstartRun) -> dict:
     from alaya.train.plot import read_metrics
     from alaya.train.pretrain import run_pretrain
 
@@ -167,7 +167,7 @@ def step_pretrain(p: Plan) -> dict:
             "model": str(p.path("pretrain", "final")), **pretraining_repeats(p)}
 
 
-def pretraining_repeats(p: Plan) -> dict:
+def pretraining_repeats(p: QuickstartRun) -> dict:
     """How often pretraining goes over each language's tokens (expected epochs: tokens drawn at the language's
     weight over its tokens). The mixture's cap (at most QUICKSTART_MIXTURE's max_epochs repeats) sets the
     weights for the mixture's own token budget; the sampler draws windows by weight for as many steps as
@@ -189,17 +189,17 @@ def _model_done(folder: Path) -> bool:
     return all((folder / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json"))
 
 
-def step_sft_data(p: Plan) -> dict:
+def step_sft_data(p: QuickstartRun) -> dict:
     from alaya.sft.builtin import write_builtin_sft
 
     return {name: w["rows"] for name, w in write_builtin_sft(p.path("sft-data"), seed=p.seed).items()}
 
 
-def done_sft_data(p: Plan) -> bool:
+def done_sft_data(p: QuickstartRun) -> bool:
     return all(p.path("sft-data", f"{n}.jsonl").is_file() for n in ("general", "reasoning", "role_play", "red_team"))
 
 
-def sft_config(p: Plan) -> dict:
+def sft_config(p: QuickstartRun) -> dict:
     from alaya.model.config import preset
     from alaya.sft.builtin import builtin_sources
 
@@ -216,7 +216,7 @@ def sft_config(p: Plan) -> dict:
             "eval": {"every": p.sft_steps, "max_new_tokens": 32}, "log": {"progress": True}}
 
 
-def step_sft(p: Plan) -> dict:
+def step_sft(p: QuickstartRun) -> dict:
     from alaya.sft.run import run_sft
 
     _train_with_resume(run_sft, p.path("sft.yaml"), sft_config(p), p.path("sft"))
@@ -224,11 +224,11 @@ def step_sft(p: Plan) -> dict:
     return {"adapter": str(p.path("sft", "final")), "quarantined": report.get("quarantined", 0)}
 
 
-def done_sft(p: Plan) -> bool:
+def done_sft(p: QuickstartRun) -> bool:
     return all(p.path("sft", "final", f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))
 
 
-def step_merge(p: Plan) -> dict:
+def step_merge(p: QuickstartRun) -> dict:
     from alaya.model.merge import merge_to_folder
 
     tmp = p.path("model.partial")
@@ -239,7 +239,7 @@ def step_merge(p: Plan) -> dict:
     return {"model": str(p.path("model")), "merged_layers": len(names)}
 
 
-def step_infer(p: Plan) -> dict:
+def step_infer(p: QuickstartRun) -> dict:
     from alaya.infer.batch import run_batch_inference
     from alaya.infer.generate import GenerationConfig
 
@@ -254,12 +254,12 @@ def step_infer(p: Plan) -> dict:
     return {"answers": str(out), "count": len(answers)}
 
 
-def done_infer(p: Plan) -> bool:
+def done_infer(p: QuickstartRun) -> bool:
     out = p.path("sample-answers.jsonl")
     return out.is_file() and len([ln for ln in out.read_text(encoding="utf-8").splitlines() if ln.strip()]) >= len(SAMPLE_PROMPTS)
 
 
-def eval_tasks(p: Plan) -> tuple[list[str], str | None]:
+def eval_tasks(p: QuickstartRun) -> tuple[list[str], str | None]:
     """The quickstart's evaluation, and why the multiple-choice slice is left out (when it is)."""
     gen = p.path("sft", "generated")
     tasks = [f"perplexity={p.path('heldout.jsonl')}", f"identity={gen / 'identity.heldout.jsonl'}",
@@ -270,7 +270,7 @@ def eval_tasks(p: Plan) -> tuple[list[str], str | None]:
     return tasks, f"{arc} not found (set ALAYA_DATA or --data-dir to the folder of the benchmark sets)"
 
 
-def step_eval(p: Plan) -> dict:
+def step_eval(p: QuickstartRun) -> dict:
     from alaya.eval.run import EvalSettings, run_eval
 
     tasks, skipped = eval_tasks(p)
@@ -291,7 +291,7 @@ def step_eval(p: Plan) -> dict:
     return {"results": str(p.path("eval", "results.json")), "scores": scores, "mc_skipped": skipped}
 
 
-STEPS: list[tuple[str, str, Callable[[Plan], dict], Callable[[Plan], bool], str]] = [
+STEPS: list[tuple[str, str, Callable[[QuickstartRun], dict], Callable[[QuickstartRun], bool], str]] = [
     ("curate", "curating the corpus (alaya data curate)", step_curate, done_curate, "curated"),
     ("tokenizer", "training the tokenizer (alaya tokenizer train)", step_tokenizer, done_tokenizer, "tokenizer"),
     ("tokens", "tokenizing into shards by source (alaya data tokenize)", step_tokens, done_tokens, "tokens"),
@@ -306,7 +306,7 @@ STEPS: list[tuple[str, str, Callable[[Plan], dict], Callable[[Plan], bool], str]
 
 
 # ----------------------------------------------------------------------------- the run
-def _state(p: Plan, restart: bool) -> dict:
+def _state(p: QuickstartRun, restart: bool) -> dict:
     path = p.path("quickstart.json")
     if restart:
         for name in OUTPUTS + ("model.partial",):
@@ -334,7 +334,7 @@ def run_quickstart(workdir: str | Path = "alaya-quickstart", corpus: Sequence[st
     expand_paths(corpus)  # so does a missing corpus file
     steps = steps or (40 if fast else 600)
     sft_steps = sft_steps or (30 if fast else 300)
-    p = Plan(Path(workdir), list(corpus), model_preset, steps, sft_steps, seed, eval_limit=20 if fast else 100,
+    p = QuickstartRun(Path(workdir), list(corpus), model_preset, steps, sft_steps, seed, eval_limit=20 if fast else 100,
              data_dir=Path(data_dir) if data_dir else default_data_dir(), log=log)
     p.workdir.mkdir(parents=True, exist_ok=True)
     state = _state(p, restart)
@@ -357,7 +357,7 @@ def run_quickstart(workdir: str | Path = "alaya-quickstart", corpus: Sequence[st
     return summary
 
 
-def _summary(p: Plan, state: dict, seconds: float) -> dict:
+def _summary(p: QuickstartRun, state: dict, seconds: float) -> dict:
     s = state["steps"]
     return {"workdir": str(p.workdir.resolve()), "model": str(p.path("model").resolve()),
             "base_model": str(p.path("pretrain", "final").resolve()), "adapter": str(p.path("sft", "final").resolve()),
@@ -370,7 +370,7 @@ def _summary(p: Plan, state: dict, seconds: float) -> dict:
             "step_seconds": {k: v["seconds"] for k, v in s.items()}, "seconds_this_run": round(seconds, 1)}
 
 
-def _print_summary(p: Plan, s: dict, log: Callable[[str], None]) -> None:
+def _print_summary(p: QuickstartRun, s: dict, log: Callable[[str], None]) -> None:
     rows = [("documents in -> kept", f"{s['documents'][0]} -> {s['documents'][1]}"),
             ("pretraining mixture (achieved)", ", ".join(f"{k} {100 * v:.0f} %" for k, v in s["mixture_lang"].items())),
             ("characters per token (held out)", ", ".join(f"{k} {v}" for k, v in s["chars_per_token"].items())),

@@ -14,7 +14,7 @@ import pytest
 
 from alaya.infer.generate import GenerationConfig
 from alaya.infer.loading import load_for_inference
-from alaya.infer.scheduler import Engine, Job, QueueFull
+from alaya.infer.scheduler import BatchScheduler, Job, QueueFull
 from alaya.prompt import format_prompt
 from conftest import start_server
 
@@ -220,14 +220,14 @@ def test_full_queue_answers_429(model_dir):
 
 def test_engine_queue_is_bounded():
     model, tok = TOK["model"], TOK["tok"]
-    engine = Engine(model, tok, max_batch=2, max_queue=2, start=False)
+    engine = BatchScheduler(model, tok, max_batch=2, max_queue=2, start=False)
     cfg = GenerationConfig(max_new_tokens=4)
     engine.submit(Job([5, 6], cfg))
     engine.submit(Job([5, 6], cfg))
     with pytest.raises(QueueFull):
         engine.submit(Job([5, 6], cfg))
     with pytest.raises(ValueError, match="context"):
-        Engine(model, tok, start=False).submit(Job([5] * 100, GenerationConfig(max_new_tokens=100)))
+        BatchScheduler(model, tok, start=False).submit(Job([5] * 100, GenerationConfig(max_new_tokens=100)))
 
 
 @pytest.mark.skipif(shutil.which("st", path=os.path.dirname(sys.executable)) is None, reason="schemathesis not installed")

@@ -15,12 +15,13 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from alaya.eval import generation as gen_tasks
-from alaya.eval import multiple_choice as mc
+from alaya.eval import multiple_choice
 from alaya.eval.perplexity import aggregate as ppl_aggregate
 from alaya.eval.perplexity import read_heldout, score_documents
 from alaya.eval.results import (finish_results, group_entry, mean_with_stderr, write_outputs)
@@ -87,18 +88,18 @@ class EvalSettings:
     progress: bool = True
 
 
-def _mc_set(name: str, root: Path, k: int) -> mc.MCSet:
+def _mc_set(name: str, root: Path, k: int) -> multiple_choice.MCSet:
     if name == "ceval":
-        return mc.load_ceval(root)
+        return multiple_choice.load_ceval(root)
     if name == "cmmlu":
-        return mc.load_cmmlu(root)
+        return multiple_choice.load_cmmlu(root)
     if name == "mmlu":
-        return mc.load_mmlu(root)
+        return multiple_choice.load_mmlu(root)
     if name.startswith("arc_"):
-        return mc.load_arc(root, name[4:], k)
+        return multiple_choice.load_arc(root, name[4:], k)
     if name.startswith("logiqa2"):
-        return mc.load_logiqa2(root, name.endswith("_zh"), k)
-    return mc.load_safetybench(root, k)
+        return multiple_choice.load_logiqa2(root, name.endswith("_zh"), k)
+    return multiple_choice.load_safetybench(root, k)
 
 
 def _pick_subjects(available: list[str], wanted: list[str] | None, task: str) -> list[str]:
@@ -126,7 +127,7 @@ class Evaluator:
         for n, spec in enumerate(specs):
             info = TASKS[spec.name]
             k = info.shots if self.s.shots is None else self.s.shots
-            self.loaded[n] = getattr(self, f"_load_{info.kind}")(spec, k)
+            self.loaded[n] = KINDS[info.kind].load(self, spec, k)
 
     def run(self, model, tok, specs: list[TaskSpec], partial: Path | None = None,
             identity: str = "") -> tuple[dict, list[dict]]:
@@ -149,7 +150,7 @@ class Evaluator:
                 print(f"{spec.name}: done earlier ({saved})", file=sys.stderr)
             else:
                 t0 = time.perf_counter()
-                per_subject, group, task_samples = getattr(self, f"_run_{info.kind}")(spec, self.loaded[n])
+                per_subject, group, task_samples = KINDS[info.kind].run(self, spec, self.loaded[n])
                 for sm in task_samples:
                     sm["task"] = spec.name
                 config = {"task": spec.name, "output_type": info.kind, "num_fewshot": k, "description": info.about,
@@ -184,7 +185,7 @@ class Evaluator:
     # ------------------------------------------------------------------------------ multiple choice
     def _load_mc(self, spec: TaskSpec, k: int) -> dict[str, list]:
         s = _mc_set(spec.name, self.root, k)
-        mc.build_contexts(s, k)
+        multiple_choice.build_contexts(s, k)
         out, left_out = {}, []
         for subject in _pick_subjects(list(s.items), spec.subjects, spec.name):
             items = s.items[subject][: self.s.limit] if self.s.limit else s.items[subject]
@@ -206,11 +207,11 @@ class Evaluator:
     def _run_mc(self, spec: TaskSpec, by_subject: dict[str, list]):
         per_subject, all_samples = {}, []
         for subject, items in by_subject.items():
-            smp = mc.score_items(self.scorer, items, f"{spec.name} {subject}")
+            smp = multiple_choice.score_items(self.scorer, items, f"{spec.name} {subject}")
             entry = {"alias": f" - {subject}"}
             for m in ("acc", "acc_norm", "acc_bytes"):
                 entry.update(mean_with_stderr(m, [x[m] for x in smp]))
-            entry["chance,none"] = mc.chance(items)
+            entry["chance,none"] = multiple_choice.chance(items)
             entry["n,none"] = len(smp)
             per_subject[f"{spec.name}_{subject}"] = entry
             all_samples += smp
@@ -266,7 +267,7 @@ class Evaluator:
                 got, verdicts = gen_tasks.number_verdict(gen_tasks.cut_generation(text), it.target, "last-number")
             samples.append({"subject": it.subject, "doc_id": it.doc_id, "prompt": it.context, "generation": text,
                             "extracted": got, "target": it.target, **verdicts,
-                            **mc.truncation(self, it.context, it.shot_starts, len(ids) - len(kept))})
+                            **multiple_choice.truncation(self, it.context, it.shot_starts, len(ids) - len(kept))})
         metrics = [k_ for k_ in samples[0] if k_.startswith("exact_match,")]
         group = {"alias": spec.name, "n,none": len(samples)}
         for m in metrics:
@@ -340,6 +341,22 @@ class Evaluator:
             per_lang[f"{spec.name}_{lang}"] = {"alias": f" - {lang}", "n,none": len(mine), **behaviour_rates(mine)}
         group = {"alias": spec.name, "n,none": len(samples), **behaviour_rates(samples)}
         return per_lang, group, samples
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """How one kind of task is read (before any model loads) and run; every task of TASKS names its kind."""
+
+    load: Callable  # (evaluator, spec, shots) -> the loaded items
+    run: Callable  # (evaluator, spec, items) -> (per-subject results, the task's group entry, samples)
+
+
+KINDS = {
+    "mc": TaskKind(Evaluator._load_mc, Evaluator._run_mc),
+    "gen": TaskKind(Evaluator._load_gen, Evaluator._run_gen),
+    "perplexity": TaskKind(Evaluator._load_perplexity, Evaluator._run_perplexity),
+    "behaviour": TaskKind(Evaluator._load_behaviour, Evaluator._run_behaviour),
+}
 
 
 def truncation_summary(samples: list[dict], shots: int) -> dict:

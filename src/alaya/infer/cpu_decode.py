@@ -5,7 +5,7 @@ At batch 1 a decoding step multiplies one vector by every weight matrix: the wor
 from memory once, and the compiled product (:func:`few_rows_product`) does that at
 the machine's read bandwidth. What is left is everything else the step does: about 25 small PyTorch
 operations per block (layer norms, the attention over the KV cache, GELU, residual adds, views), each a
-few microseconds of dispatch, which at alaya-50m added 2.5-3 ms to a 6 ms step. Here the step runs in
+few microseconds of dispatch, a large share of a small model's step. Here the step runs in
 one numba function: layer norm, the QKV product, the new key and value written into the same
 :class:`~alaya.model.mpt.KVCache` tensors the PyTorch model uses (prefill and later steps may alternate
 freely between the two paths), ALiBi attention over the valid keys, the output projection, the FFN with
@@ -55,8 +55,8 @@ def _product(x, w, scale, out, gelu):
 
     The output features are split between the threads; each weight row is read from memory once and
     multiplied by every row of ``x`` while it is in the L1 cache, so at batch 1 the product runs at the
-    machine's read bandwidth (OpenBLAS's sgemv reached about three quarters of it on the 2-core EPYC, and
-    reads the weights once per row of ``x`` for B > 1). ``reassoc`` lets the dot products use vector
+    machine's read bandwidth (OpenBLAS's sgemv reaches less of it, and reads the weights once per row of
+    ``x`` for B > 1). ``reassoc`` lets the dot products use vector
     lanes: the sum order differs from BLAS's; the rounding differences are those of any BLAS.
     """
     n_rows, k = x.shape
@@ -65,7 +65,7 @@ def _product(x, w, scale, out, gelu):
     for i in numba.prange(w.shape[0]):
         wi = w[i]
         s = scale[i] if scaled else np.float32(1.0)
-        # four rows of x at a time: one load of the weight feeds four sums (B = 8: 17 % faster)
+        # four rows of x at a time: one load of the weight feeds four sums
         for b in range(0, in_fours, 4):
             x0, x1, x2, x3 = x[b], x[b + 1], x[b + 2], x[b + 3]
             a0 = a1 = a2 = a3 = np.float32(0.0)

@@ -2,9 +2,9 @@
 of :mod:`alaya.infer.cpu_decode`, chosen at load by timing both once per machine and model shape.
 
 Decoding multiplies one row per sequence by every weight matrix: matrix-vector products bound by memory
-bandwidth. PyTorch's CPU wheels call MKL for them, and on AMD processors MKL takes a generic code path
-(one pass over alaya-50m's weights at batch 1 on the 2-core EPYC: 11-18 ms with torch, 7.5-8.4 ms with
-numpy's OpenBLAS, 6.0-6.4 ms with the compiled kernel). Once switched (:func:`switch_to_cpu_kernels`),
+bandwidth. PyTorch's CPU wheels call MKL for them, and on AMD processors MKL takes a generic code path,
+slower there than numpy's OpenBLAS and than the compiled kernel (the figures are in docs/benchmarks.md).
+Once switched (:func:`switch_to_cpu_kernels`),
 products of up to ``FEW_ROWS`` rows run in that kernel, larger ones (prefill) in numpy's BLAS, and
 one-token decoding steps run whole in :class:`~alaya.infer.cpu_decode.FusedDecodeStep`. On other machines
 PyTorch may be the faster one, so :func:`use_fastest_cpu_path` times whole decoding steps both ways at a
@@ -185,7 +185,7 @@ def switch_to_cpu_kernels(model: AlayaForCausalLM) -> None:
     multiplies with :func:`kernel_linear`, and the weight matrices are stored row-major (the kernel reads one
     output feature's weights as one contiguous run) in memory allocated by numpy, which asks the kernel for
     transparent huge pages for arrays of 4 MB and more (PyTorch's allocator does not by default): fewer TLB
-    misses while streaming the weights, about 15 % off the 60160×512 head's product on the 2-core EPYC."""
+    misses while streaming the weights."""
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim == 2 and p.device.type == "cpu" and p.dtype == torch.float32:
@@ -224,8 +224,7 @@ def relayout_for_decoding(model: AlayaForCausalLM) -> bool:
 
     Decoding multiplies one row per sequence by each weight, a matrix-vector product bound by memory
     bandwidth. MKL's fp32 kernel for ``x @ W.T`` with row-major ``W`` reaches about half the bandwidth that
-    it reaches with ``W.T`` contiguous (measured on the 2-core EPYC: 60160×512 head 11.7 → 5.0 ms; whole
-    alaya-50m step 25.9 → 17.8 ms). In bf16 the row-major kernel is the faster one, and on GPUs both
+    it reaches with ``W.T`` contiguous (measured: docs/benchmarks.md). In bf16 the row-major kernel is the faster one, and on GPUs both
     layouts run the same, so nothing changes there. Returns whether the layout was changed.
     """
     act = model.transformer.norm_f.weight

@@ -44,7 +44,7 @@ class Job:
         self.cancelled.set()
 
 
-class Engine:
+class BatchScheduler:
     def __init__(self, model, tokenizer, max_batch: int = 8, max_queue: int = 64, start: bool = True):
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")

@@ -2,7 +2,7 @@
 
 Endpoints: ``POST /qa``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (both streamed as
 server-sent events when ``stream`` is true), ``GET /v1/models``, ``GET /health``. Requests go through the
-:class:`~alaya.infer.scheduler.Engine`: batched with other waiting requests, refused with 429 when the
+:class:`~alaya.infer.scheduler.BatchScheduler`: batched with other waiting requests, refused with 429 when the
 queue is full, stopped when the client disconnects. With an API key every endpoint but /, /health and the docs needs
 ``Authorization: Bearer KEY``. Errors use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``.
 """
@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from alaya.infer.api_schemas import (ERROR_RESPONSES, APIError, ChatRequest, CompletionRequest, QARequest, QAResponse,
                                      error_body)
-from alaya.infer.scheduler import Engine
+from alaya.infer.scheduler import BatchScheduler
 from alaya.infer.serving import Serving
 
 CHAT_PAGE = (resources.files("alaya.infer") / "web" / "chat.html").read_text(encoding="utf-8")
@@ -29,7 +29,7 @@ def _error(status: int, message: str, type_: str, param: str | None = None, head
     return JSONResponse(error_body(message, type_, param), status_code=status, headers=headers)
 
 
-def create_app(engine: Engine, model_name: str, api_key: str | None = None, default_max_tokens: int = 1024) -> FastAPI:
+def create_app(engine: BatchScheduler, model_name: str, api_key: str | None = None, default_max_tokens: int = 1024) -> FastAPI:
     """The FastAPI app: error handlers, the API-key check, and thin routes over one :class:`Serving`."""
     # no /docs or /redoc: FastAPI's pages load their scripts from a CDN, so an offline server would show a blank
     # page; the schema itself is at /openapi.json (any OpenAPI viewer or client generator reads it)
@@ -96,7 +96,7 @@ def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", 
     model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, compile=compile,
                                     quantize=quantize)
     name = model_name or os.path.basename(os.path.normpath(model_path))
-    engine = Engine(model, tok, max_batch=max_batch, max_queue=max_queue)
+    engine = BatchScheduler(model, tok, max_batch=max_batch, max_queue=max_queue)
     app = create_app(engine, name, api_key=api_key)
     print(f"serving {name} on http://{host}:{port}  (OpenAI base_url http://{host}:{port}/v1; the chat page at /, the schema at /openapi.json)", flush=True)
     try:

@@ -16,7 +16,7 @@ from alaya.infer.api_schemas import APIError, ChatRequest, CompletionRequest, QA
 from alaya.infer.chat import build_prompt, clean_reply
 from alaya.infer.generate import GenerationConfig
 from alaya.infer.logprobs import openai_logprobs, sequence_logprobs
-from alaya.infer.scheduler import Engine, Job, QueueFull, asyncio_emitter
+from alaya.infer.scheduler import BatchScheduler, Job, QueueFull, asyncio_emitter
 from alaya.prompt import TURN_STOP, check_history, render_messages
 
 QA_MAX_NEW_TOKENS = 1024  # the published api.py's
@@ -74,7 +74,7 @@ class CompletionChunks:
 
 
 class Serving:
-    def __init__(self, engine: Engine, model_name: str, default_max_tokens: int = 1024):
+    def __init__(self, engine: BatchScheduler, model_name: str, default_max_tokens: int = 1024):
         self.engine, self.model_name, self.default_max_tokens = engine, model_name, default_max_tokens
         self.tok, self.context = engine.tok, engine.context
         self.started = int(time.time())
