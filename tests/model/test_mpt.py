@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from alaya.model.mpt import AlayaForCausalLM, alibi_slopes
+from alaya.model.attention import alibi_slopes
+from alaya.model.mpt import AlayaForCausalLM
 
 
 def test_alibi_slopes_follow_the_recipe_for_power_of_two_and_other_head_counts():
@@ -108,7 +109,7 @@ def test_training_backward_with_activation_checkpointing_matches(small_config):
 
 
 def test_the_decoding_step_bias_equals_the_general_bias():
-    from alaya.model.mpt import attention_bias, decode_bias
+    from alaya.model.attention import attention_bias, decode_bias
 
     g = torch.Generator().manual_seed(0)
     slopes = alibi_slopes(6)

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alaya.model.mpt import AlayaForCausalLM, Unpadded, _contiguous_runs
+from alaya.model.attention import Unpadded, _contiguous_runs
+from alaya.model.mpt import AlayaForCausalLM
 from alaya.train.loop import IGNORE, loss_sum, row_losses
 
 LENGTHS = [20, 7, 33, 1, 12]
