@@ -180,6 +180,20 @@ def _decode_step_seconds(model: AlayaForCausalLM, steps: int = 3) -> float:
     return best
 
 
+def _replace_linears(model: nn.Module, old: type, new: type) -> None:
+    """Put a ``new`` module in the place of every module of exactly type ``old``, holding the same weight and
+    bias parameters (nothing is copied; the state dict is unchanged)."""
+    for name, module in list(model.named_modules()):
+        if type(module) is not old:
+            continue
+        fresh = new(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
+        fresh.weight = module.weight
+        fresh.bias = module.bias
+        fresh.train(module.training)
+        owner, _, child = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, child, fresh)
+
+
 def switch_to_cpu_kernels(model: AlayaForCausalLM) -> None:
     """Every ``nn.Linear`` of the model becomes a :class:`KernelLinear` (same parameters), the tied head
     multiplies with :func:`kernel_linear`, and the weight matrices are stored row-major (the kernel reads one
@@ -197,9 +211,7 @@ def switch_to_cpu_kernels(model: AlayaForCausalLM) -> None:
                 fresh8 = np.empty(tuple(m.qweight.shape), dtype=np.int8)
                 fresh8[...] = m.qweight.numpy()
                 m.qweight = torch.from_numpy(fresh8)
-    for module in model.modules():
-        if type(module) is nn.Linear:
-            module.__class__ = KernelLinear
+    _replace_linears(model, nn.Linear, KernelLinear)
     set_kernels(model, True)
     model.head_linear = kernel_linear
     cpu_decode.install(model)
@@ -208,9 +220,7 @@ def switch_to_cpu_kernels(model: AlayaForCausalLM) -> None:
 
 def switch_to_torch(model: AlayaForCausalLM) -> None:
     """Undo :func:`switch_to_cpu_kernels` (the weights go back to the layout torch decodes fastest with)."""
-    for module in model.modules():
-        if type(module) is KernelLinear:
-            module.__class__ = nn.Linear
+    _replace_linears(model, KernelLinear, nn.Linear)
     set_kernels(model, False)
     model.head_linear = F.linear
     cpu_decode.uninstall(model)
