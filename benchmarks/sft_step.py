@@ -44,7 +44,7 @@ def build(args):
             pass
     torch.manual_seed(0)
     model = AlayaForCausalLM(cfg)
-    stream = SFTBatches(encs, args.seq_len, tok.pad_id, packing=args.packed, seed=0)
+    stream = SFTBatches(encs, args.seq_len, tok.pad_id, packing=args.packed, seed=0, pad_multiple=args.pad_multiple)
     n = args.warmup + args.iters
     batches = [stream.global_batch(args.batch, 1, 1, 0)[0] for _ in range(n)]
     return cfg, model, batches
@@ -121,6 +121,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="alaya-10m")
     ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--pad-multiple", type=int, default=0,
+                    help="rows padded to a multiple of this (alaya sft's train.pad_multiple, 128 by default there); "
+                         "0, the default here: each batch as long as its longest row, as docs/benchmarks.md measured")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--warmup", type=int, default=2)

@@ -13,9 +13,11 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
+
+from alaya.data.record import Document
 
 BUILTIN_PREFIX = "builtin:"
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst", ".ndjson")
@@ -24,16 +26,6 @@ TEXT_SUFFIXES = (".txt", ".md", ".txt.gz")
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer line is quarantined, not read into memory
 RAW_KEEP_BYTES = 4096  # how much of a bad line the quarantine keeps
 DEFAULT_SHARD_MB = 64  # a plain JSONL input above 1.5 × this is read as line-aligned ranges (plan_shards)
-
-
-@dataclass
-class Document:
-    id: str
-    text: str
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text, "meta": self.meta}
 
 
 @dataclass

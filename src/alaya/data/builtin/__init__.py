@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from alaya.data.documents import Document
+from alaya.data.record import Document
 
 BUILTIN_CORPORA = ("demo", "demo-bilingual")
 _STDLIB_CODE_BYTES = 3_000_000  # about 3 MB of source keeps the demo corpus quick to train on
