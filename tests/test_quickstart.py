@@ -40,7 +40,7 @@ def test_quickstart_runs_every_step_and_leaves_a_chat_model_that_loads_in_transf
     w = cfg["data"]["weights"]
     tokens = {n: s.tokens for n, s in TokenShards(work / "tokens", "train").sources.items()}
     assert summary["tokens_drawn"] == 40 * 16 * 256
-    assert summary["repeats"] == {k: round(40 * 16 * 256 * w[k] / sum(w.values()) / tokens[k], 1) for k in sorted(w)}
+    assert summary["repeats"] == {k: round(40 * 16 * 256 * w[k] / sum(w.values()) / tokens[k], 2) for k in sorted(w)}
     assert any("pretraining repeats per language" in l for l in lines)
     train, evals, _ = read_metrics(work / "pretrain")
     assert len(train) == summary["steps"] == 40 and [e["step"] for e in evals] == [0, 10, 20, 30, 40]

@@ -181,7 +181,7 @@ def pretraining_repeats(p: QuickstartRun) -> dict:
     total = sum(weights.values())
     budget = json.loads(p.path("curated", "mixture.json").read_text(encoding="utf-8")).get("token_budget")
     return {"tokens_drawn": drawn, "mixture_token_budget": budget,
-            "repeats": {lang: round(drawn * w / total / tokens[lang], 1) for lang, w in sorted(weights.items())
+            "repeats": {lang: round(drawn * w / total / tokens[lang], 2) for lang, w in sorted(weights.items())
                         if lang in tokens and tokens[lang]}}
 
 
