@@ -184,7 +184,7 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         model = place_model(model, train, d)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = make_optimizer(params, optimizer)
+        opt = make_optimizer(params, optimizer, d.device)
         fsdp = train.parallel == "fsdp"
         save_final = _adapter_saver(cfg, base, tok, d)
         rows = "packed" if cfg["train"]["packing"] else "one example per row"

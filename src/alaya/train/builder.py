@@ -89,9 +89,13 @@ def place_model(model: torch.nn.Module, train: TrainSection, d: distributed.Dist
     return model
 
 
-def make_optimizer(params, optimizer: OptimizerSection) -> DecoupledAdamW:
+def make_optimizer(params, optimizer: OptimizerSection, device: torch.device | None = None) -> DecoupledAdamW:
+    """Decoupled AdamW over ``params``; on CUDA with torch's fused Adam kernel (one launch for all parameters,
+    as torchtitan runs it), elsewhere torch's default (multi-tensor on accelerators, per tensor on the CPU).
+    The update is the same either way (tests/train/test_optim.py)."""
+    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
     return DecoupledAdamW(params, lr=optimizer.lr, betas=optimizer.betas, eps=optimizer.eps,
-                          weight_decay=optimizer.weight_decay)
+                          weight_decay=optimizer.weight_decay, **fused)
 
 
 def describe_batch(train: TrainSection, d: distributed.Dist, rows: str | None = None) -> str:

@@ -101,7 +101,7 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
         evals = None if windows is None else [{"input_ids": w, "labels": w} for w in windows.split(8)]
 
         model = place_model(model, train, d)
-        opt = make_optimizer(model.parameters(), optimizer)
+        opt = make_optimizer(model.parameters(), optimizer, d.device)
         describe = (f"{mc.num_parameters() / 1e6:.2f} M parameters, {d.world} process(es) ({train.parallel}), "
                     f"{describe_batch(train, d)}, sources {sampler.weights}")
         parts = TrainParts(model=model, optimizer=opt, data=sampler, evals=evals, name="pretrain", describe=describe,
