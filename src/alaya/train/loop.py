@@ -137,12 +137,12 @@ def train_step(
     n_global = distributed.all_sum(float(sum(supervised_tokens(b) for b in micro_batches)), d)
     # DDP and FSDP2 average the ranks' gradients; scaling by the world size turns that into their sum
     scale = d.world / max(n_global, 1.0)
-    total = torch.zeros((), dtype=torch.float64)
+    total = None  # the summed loss stays on the device: one read at the end of the step, not one per micro-batch
     for i, batch in enumerate(micro_batches):
         with _grad_sync(model, i == len(micro_batches) - 1):
             s = loss_sum(model, batch, device, precision)
             (s * scale).backward()
-        total += s.detach().double().cpu()
+        total = s.detach().double() if total is None else total + s.detach().double()
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
