@@ -117,6 +117,7 @@ def test_a_server_on_the_cpu_kernels_path_answers_what_the_torch_path_answers(mo
         got = [kernels.completions.create(model="alaya-test", prompt=p, max_tokens=12, temperature=0).choices[0].text
                for p in prompts]
         assert got == [in_process(p, 12)[0] for p in prompts]
+        assert json.loads(urllib.request.urlopen(url + "/health").read())["decode_path"] == "kernels"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -169,6 +170,7 @@ def test_many_parallel_clients_lose_no_request_and_batching_does_not_change_gree
     assert answers == [in_process(p, 10)[0] for p in prompts]
     health = json.loads(urllib.request.urlopen(server + "/health").read())
     assert health["batches"] < health["completed"]  # some requests were decoded together
+    assert health["decode_path"] == "torch (cpu)"  # the tests pin the CPU path (conftest)
 
 
 def test_a_client_that_disconnects_stops_its_generation(tmp_path, model_dir):
