@@ -195,3 +195,19 @@ def dup_input(tmp_path_factory):
     b.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[20:]) + '{"id": "x", "text": 5}\n',
                  encoding="utf-8")
     return [str(a), str(b)], src
+
+
+# ------------------------------------------------------------------ scheduling on several workers (-n auto)
+# The files that take minutes go first: with --dist loadfile a worker takes whole files in collection order,
+# so a long file collected last would run alone at the end while the other workers wait.
+SLOW_FILES = ["sft/test_run.py", "test_quickstart.py", "sft/test_acceptance.py", "sft/test_resume.py",
+              "train/test_distributed.py", "train/test_pretrain.py", "infer/test_server.py",
+              "eval/test_lm_eval_agreement.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = Path(str(item.fspath)).as_posix()
+        return next((i for i, name in enumerate(SLOW_FILES) if path.endswith("/tests/" + name)), len(SLOW_FILES))
+
+    items.sort(key=rank)  # stable: a file's tests keep their order
