@@ -29,15 +29,13 @@ def _short(n: int) -> str:
     return str(n)
 
 
-def write_report(out: Path, summary: dict, stats: dict, mixture: dict | None) -> Path:
-    """``mixture`` None: no document was left (the report says which stage removed the last ones)."""
+def _charts(rep: Path, stats: dict) -> None:
+    """shares.png (token shares by language and type) and histograms.png (quality score, document length)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rep = out / "report"
-    rep.mkdir(parents=True, exist_ok=True)
     by_lang: dict[str, int] = {}
     by_type: dict[str, int] = {}
     for src, n in stats["tokens"].items():
@@ -71,6 +69,12 @@ def write_report(out: Path, summary: dict, stats: dict, mixture: dict | None) ->
     fig.savefig(rep / "histograms.png")
     plt.close(fig)
 
+
+def write_report(out: Path, summary: dict, stats: dict, mixture: dict | None) -> Path:
+    """``mixture`` None: no document was left (the report says which stage removed the last ones)."""
+    rep = out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    _charts(rep, stats)
     lines = ["# Curation report", "", f"Engine: {summary['engine']}; {summary['documents_in']} documents in, "
              f"{summary['documents_out']} out; {summary['mb_in']} MB in {summary['seconds']} s "
              f"({summary['mb_per_s']} MB/s).", "", "## Stages", "",

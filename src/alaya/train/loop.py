@@ -216,29 +216,37 @@ def metrics_file(run_dir: Path, resume_step: int | None) -> Path:
     return path
 
 
+def _resume_state(run_dir: Path, d: distributed.Dist, parts: TrainParts, ckpt_options: dict | None):
+    """Model, optimizer, sampler and RNG from the newest good checkpoint: (step, tokens, the step resumed
+    from), or (0, 0, None) when the run has none yet."""
+    found = load_latest(run_dir, parts.model, parts.optimizer, options=ckpt_options)
+    if found is None:
+        _log(d, f"no checkpoint in {run_dir}; starting from step 0")
+        return 0, 0, None
+    state, path = found
+    parts.data.load_state_dict(state["sampler"])
+    _log(d, f"resumed from {path} (step {state['step']}, {state['tokens']} tokens)")
+    return state["step"], state["tokens"], state["step"]
+
+
+def _open_metrics(run_dir: Path, d: distributed.Dist, resume: bool, resumed: int | None):
+    """metrics.jsonl for appending on the main rank (a fresh run starts it anew; a resumed one cuts it back to
+    the checkpoint's step); None on the other ranks."""
+    if not d.main:
+        return None
+    path = metrics_file(run_dir, resumed if resume else None)
+    if not resume and path.exists():
+        path.unlink()
+    return open(path, "a", encoding="utf-8")
+
+
 def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainParts, resume: bool) -> dict | None:
     """Train to ``schedule.max_steps`` (or ``train.stop_after``); the summary on rank 0, None elsewhere."""
     train, optimizer, schedule = TrainSection.of(cfg), OptimizerSection.of(cfg), cfg["schedule"]
     model, opt = parts.model, parts.optimizer
-    step, tokens = 0, 0
-    resumed = None
     ckpt_options = {"ignore_frozen_params": True} if parts.trainable_only_checkpoints else None
-    if resume:
-        found = load_latest(run_dir, model, opt, options=ckpt_options)
-        if found is None:
-            _log(d, f"no checkpoint in {run_dir}; starting from step 0")
-        else:
-            state, path = found
-            step, tokens = state["step"], state["tokens"]
-            parts.data.load_state_dict(state["sampler"])
-            resumed = step
-            _log(d, f"resumed from {path} (step {step}, {tokens} tokens)")
-    metrics = None
-    if d.main:
-        path = metrics_file(run_dir, resumed if resume else None)
-        if not resume and path.exists():
-            path.unlink()
-        metrics = open(path, "a", encoding="utf-8")
+    step, tokens, resumed = _resume_state(run_dir, d, parts, ckpt_options) if resume else (0, 0, None)
+    metrics = _open_metrics(run_dir, d, resume, resumed)
 
     def log(rec: dict) -> None:
         if metrics is not None:
