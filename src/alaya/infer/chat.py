@@ -13,7 +13,7 @@ from typing import Iterator, Sequence, TextIO
 
 from alaya.infer.generate import BatchDecoder, GenerationConfig
 from alaya.infer.text import StreamedText
-from alaya.prompt import TURN_STOP, check_history, format_prompt
+from alaya.prompt import check_history, format_prompt
 from alaya.tokenizer import AlayaTokenizer
 
 
@@ -48,7 +48,7 @@ def build_prompt(
 
 def reply_stream(model, tok: AlayaTokenizer, prompt: Prompt, gen: GenerationConfig) -> Iterator[str]:
     """Pieces of the reply as they are generated: without the output flag, cut before a new turn."""
-    decoder = BatchDecoder(model, [prompt.ids], gen.with_(stop=[*gen.stop, TURN_STOP]))
+    decoder = BatchDecoder(model, [prompt.ids], gen)
     for _, piece in StreamedText(decoder, tok, strip_flag=True):
         yield piece
 
@@ -70,7 +70,7 @@ def chat_replies(model, tok: AlayaTokenizer, prompts: Sequence[str], max_new_tok
     """Greedy single-turn replies to ``prompts``, ``batch_size`` at a time (left-padded batches give each row
     what it gets alone): what ``alaya chat`` answers, for evaluation (``alaya eval`` identity / refusal /
     over_refusal) and the samples an SFT run logs."""
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop=[TURN_STOP])
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     out: list[Reply] = []
     for start in range(0, len(prompts), batch_size):
         ids = [build_prompt(tok, p, [], model.config.max_seq_len, max_new_tokens).ids

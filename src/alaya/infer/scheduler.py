@@ -29,7 +29,7 @@ class QueueFull(RuntimeError):
 class Job:
     prompt_ids: list[int]
     cfg: GenerationConfig
-    strip_flag: bool = False  # chat replies: drop the "### Output:\t\n" the model writes first
+    strip_flag: bool = False  # chat replies: drop the "### Output:\t\n" the model writes first, stop at a new turn
     emit: Callable[[tuple], None] = lambda event: None  # ("text", piece) ... then ("done", reason, n_tokens)
     cancelled: threading.Event = field(default_factory=threading.Event)
     # False: the text comes as one ("text", all) event before "done" (a non-streaming reply), so the worker

@@ -17,7 +17,7 @@ from alaya.infer.chat import build_prompt, clean_reply
 from alaya.infer.generate import GenerationConfig
 from alaya.infer.logprobs import openai_logprobs, sequence_logprobs
 from alaya.infer.scheduler import BatchScheduler, Job, QueueFull, asyncio_emitter
-from alaya.prompt import TURN_STOP, check_history, render_messages
+from alaya.prompt import check_history, render_messages
 
 QA_MAX_NEW_TOKENS = 1024  # the published api.py's
 
@@ -225,7 +225,7 @@ class Serving:
             raise APIError(400, str(e), param="history") from None
         max_new = min(QA_MAX_NEW_TOKENS, self.context // 2)
         prompt = build_prompt(self.tok, req.instruction, req.history, self.context, max_new)
-        job = Job(prompt.ids, self.sampling(req, max_new, [TURN_STOP]), strip_flag=True)
+        job = Job(prompt.ids, self.sampling(req, max_new, []), strip_flag=True)
         text, _, _ = await self.collect(job, request)
         return {"output": clean_reply(text), "org_output": prompt.text + job.raw_text}
 
@@ -236,7 +236,7 @@ class Serving:
             raise APIError(400, "the last message must come from the user", param="messages")
         ids = self.tok.encode(render_messages(messages))
         new = self.max_new_tokens(req, len(ids))
-        job = Job(ids, self.sampling(req, new, [*stop_list(req.stop), TURN_STOP]), strip_flag=True)
+        job = Job(ids, self.sampling(req, new, stop_list(req.stop)), strip_flag=True)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": self.model_name}
         if req.stream:

@@ -45,12 +45,17 @@ class TooLong(ValueError):
     pass
 
 
+def _texts(ex: Example) -> tuple[str | None, list[tuple[str, str]]]:
+    """The example in the published format: its system text (or None) and each exchange's instruction block
+    and output block, the texts that are tokenized one by one."""
+    system = ex.system + "\n\n" if ex.system else None
+    return system, [(INSTRUCTION_FORMAT.format(instruction=i), OUTPUT_FORMAT.format(output=o)) for i, o in ex.pairs]
+
+
 def piece_texts(ex: Example) -> list[str]:
     """Every text :func:`encode_example` may tokenize for ``ex`` (to encode many examples in one batch)."""
-    texts = [ex.system + "\n\n"] if ex.system else []
-    for instruction, output in ex.pairs:
-        texts += [INSTRUCTION_FORMAT.format(instruction=instruction), OUTPUT_FORMAT.format(output=output)]
-    return texts
+    system, turns = _texts(ex)
+    return ([system] if system else []) + [t for turn in turns for t in turn]
 
 
 class PieceIds:
@@ -69,14 +74,12 @@ class PieceIds:
 
 
 def _pieces(tok: AlayaTokenizer | PieceIds, ex: Example, first: int, last_turn_only: bool) -> list[tuple[list[int], bool]]:
-    pieces: list[tuple[list[int], bool]] = []
-    if ex.system:
-        pieces.append((tok.encode(ex.system + "\n\n"), False))
-    pairs = ex.pairs[first:]
-    for k, (instruction, output) in enumerate(pairs):
-        pieces.append((tok.encode(INSTRUCTION_FORMAT.format(instruction=instruction)), False))
-        trained = not last_turn_only or k == len(pairs) - 1
-        pieces.append((tok.encode(OUTPUT_FORMAT.format(output=output)), trained))
+    system, turns = _texts(ex)
+    pieces: list[tuple[list[int], bool]] = [(tok.encode(system), False)] if system else []
+    turns = turns[first:]
+    for k, (instruction, output) in enumerate(turns):
+        pieces.append((tok.encode(instruction), False))
+        pieces.append((tok.encode(output), not last_turn_only or k == len(turns) - 1))
     return pieces
 
 

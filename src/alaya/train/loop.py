@@ -197,8 +197,6 @@ def log_main(d: distributed.Dist, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-_log = log_main
-
 
 def metrics_file(run_dir: Path, resume_step: int | None) -> Path:
     """metrics.jsonl, cut back to the checkpoint's step when resuming (the steps after it are redone)."""
@@ -221,11 +219,11 @@ def _resume_state(run_dir: Path, d: distributed.Dist, parts: TrainParts, ckpt_op
     from), or (0, 0, None) when the run has none yet."""
     found = load_latest(run_dir, parts.model, parts.optimizer, options=ckpt_options)
     if found is None:
-        _log(d, f"no checkpoint in {run_dir}; starting from step 0")
+        log_main(d, f"no checkpoint in {run_dir}; starting from step 0")
         return 0, 0, None
     state, path = found
     parts.data.load_state_dict(state["sampler"])
-    _log(d, f"resumed from {path} (step {state['step']}, {state['tokens']} tokens)")
+    log_main(d, f"resumed from {path} (step {state['step']}, {state['tokens']} tokens)")
     return state["step"], state["tokens"], state["step"]
 
 
@@ -267,7 +265,7 @@ def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainPart
     if resumed is not None:
         log({"event": "resume", "step": step, "tokens": tokens, "time": time.time()})
     peak = (train.peak_tflops * 1e12) if train.peak_tflops else measure_matmul_peak(d.device, train.precision)
-    _log(d, parts.describe)
+    log_main(d, parts.describe)
     bar = tqdm(total=schedule["max_steps"], initial=step, desc=parts.name, unit=" steps", mininterval=1.0,
                disable=not (d.main and cfg["log"]["progress"]))
     last, last_eval = {}, {}
@@ -301,7 +299,7 @@ def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainPart
                                                       "sampler": parts.data.state_dict(), "config": cfg},
                                 keep=cfg["checkpoint"]["keep"], options=ckpt_options)
             if train.stop_after is not None and step >= train.stop_after and step < schedule["max_steps"]:
-                _log(d, f"stopping after step {step} (train.stop_after)")
+                log_main(d, f"stopping after step {step} (train.stop_after)")
                 distributed.barrier(d)  # leave together: tearing gloo down under a busy peer can abort it
                 return {"run_dir": str(run_dir), "stopped": True, **last} if d.main else None
         bar.close()

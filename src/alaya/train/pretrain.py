@@ -21,7 +21,7 @@ from alaya.train.config import ConfigError, load_config
 from alaya.train.data import MixtureSampler
 from alaya.train.builder import (RESUME_FREE, OptimizerSection, TrainSection, check_fits, describe_batch, make_optimizer,
                                  place_model)
-from alaya.train.loop import TrainParts, log_main as _log, run_training, save_full_model, start_run_dir
+from alaya.train.loop import TrainParts, log_main, run_training, save_full_model, start_run_dir
 from alaya.train.shards import INDEX, TokenShards, tokenize_to_shards
 
 
@@ -40,11 +40,11 @@ def prepare_data(cfg: dict, run_dir: Path, d: distributed.Dist, vocab_size: int)
         if not (tok_dir / "tokenizer.json").is_file():
             from alaya.tokenizer import train_tokenizer_on_documents
 
-            _log(d, f"training a {vocab_size}-token tokenizer on {paths} into {tok_dir}")
+            log_main(d, f"training a {vocab_size}-token tokenizer on {paths} into {tok_dir}")
             train_tokenizer_on_documents([str(p) for p in paths], tok_dir, vocab_size=vocab_size,
                                          progress=cfg["log"]["progress"])
         if not (data / INDEX).is_file():
-            _log(d, f"tokenizing {paths} into {data}")
+            log_main(d, f"tokenizing {paths} into {data}")
             tokenize_to_shards([str(p) for p in paths], tok_dir, data, heldout_fraction=HELDOUT_FRACTION,
                                progress=cfg["log"]["progress"])
     distributed.barrier(d)
