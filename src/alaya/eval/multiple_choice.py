@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alaya.eval.results import truncation
 from alaya.eval.scorer import Scorer
 from alaya.eval.sources import CsvTree, EvalDataError, json_file, json_lines
 from alaya.eval.subjects import CMMLU
@@ -221,17 +222,9 @@ def score_items(scorer: Scorer, items: list[MCItem], desc: str) -> list[dict]:
                     "target": it.gold, "loglikelihoods": lls, "is_greedy": [x.is_greedy for x in s],
                     "pred": pred, "acc": float(pred == it.gold), "acc_norm": float(pred_norm == it.gold),
                     "acc_bytes": float(pred_bytes == it.gold),
-                    **truncation(scorer, it.context, it.shot_starts, max(x.truncated for x in s))})
+                    **truncation(lambda t: scorer.tok.encode(t), it.context, it.shot_starts,
+                                 max(x.truncated for x in s))})
     return out
-
-
-def truncation(scorer, context: str, shot_starts: list[int], cut: int) -> dict:
-    """A sample's record of its prompt cut from the left: the tokens cut and the shots still whole (a shot is
-    whole when the tokens before it are at least those cut). ``scorer``: anything with the tokenizer as ``tok``."""
-    if not cut:
-        return {"truncated_tokens": 0}
-    whole = sum(1 for start in shot_starts if len(scorer.tok.encode(context[:start])) >= cut)
-    return {"truncated_tokens": cut, "shots_fitted": whole}
 
 
 def chance(items: list[MCItem]) -> float:

@@ -54,6 +54,25 @@ def finish_results(results: dict, groups: dict, subtasks: dict, configs: dict) -
     }
 
 
+def truncation(encode, context: str, shot_starts: list[int], cut: int) -> dict:
+    """An item's record of its prompt cut from the left to fit the context: the tokens cut and the shots still
+    whole (a shot is whole when the tokens before it are at least those cut). ``encode``: the tokenizer's."""
+    if not cut:
+        return {"truncated_tokens": 0}
+    return {"truncated_tokens": cut, "shots_fitted": sum(1 for start in shot_starts if len(encode(context[:start])) >= cut)}
+
+
+def truncation_summary(samples: list[dict], shots: int) -> dict:
+    """How many of a task's prompts were cut from the left to fit the context, by how much, and the fewest
+    shots left whole ({} when none was cut)."""
+    cut = [s for s in samples if s.get("truncated_tokens")]
+    if not cut:
+        return {}
+    tokens = [s["truncated_tokens"] for s in cut]
+    return {"items": len(cut), "max_tokens": max(tokens), "mean_tokens": round(sum(tokens) / len(tokens), 1),
+            "shots_fitted_min": min(s.get("shots_fitted", shots) for s in cut)}
+
+
 def markdown_table(results: dict) -> str:
     """One row per task (and per subject below it): items, shots, the main metric ± stderr, and chance."""
     lines = ["| task | items | shots | metric | value | ± stderr | chance / extra |", "|---|---:|---:|---|---:|---:|---|"]

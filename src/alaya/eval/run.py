@@ -15,8 +15,8 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -24,7 +24,8 @@ from alaya.eval import generation as gen_tasks
 from alaya.eval import multiple_choice
 from alaya.eval.perplexity import aggregate as ppl_aggregate
 from alaya.eval.perplexity import read_heldout, score_documents
-from alaya.eval.results import (finish_results, group_entry, mean_with_stderr, write_outputs)
+from alaya.eval.results import (finish_results, group_entry, mean_with_stderr, truncation, truncation_summary,
+                                write_outputs)
 from alaya.eval.scorer import Scorer
 from alaya.eval.sources import EvalDataError, default_data_dir, json_lines
 from alaya.fileio import write_json_atomic
@@ -267,7 +268,7 @@ class Evaluator:
                 got, verdicts = gen_tasks.number_verdict(gen_tasks.cut_generation(text), it.target, "last-number")
             samples.append({"subject": it.subject, "doc_id": it.doc_id, "prompt": it.context, "generation": text,
                             "extracted": got, "target": it.target, **verdicts,
-                            **multiple_choice.truncation(self, it.context, it.shot_starts, len(ids) - len(kept))})
+                            **truncation(self.tok.encode, it.context, it.shot_starts, len(ids) - len(kept))})
         metrics = [k_ for k_ in samples[0] if k_.startswith("exact_match,")]
         group = {"alias": spec.name, "n,none": len(samples)}
         for m in metrics:
@@ -357,17 +358,6 @@ KINDS = {
     "perplexity": TaskKind(Evaluator._load_perplexity, Evaluator._run_perplexity),
     "behaviour": TaskKind(Evaluator._load_behaviour, Evaluator._run_behaviour),
 }
-
-
-def truncation_summary(samples: list[dict], shots: int) -> dict:
-    """How many of a task's prompts were cut from the left to fit the context, by how much, and the fewest
-    shots left whole ({} when none was cut)."""
-    cut = [s for s in samples if s.get("truncated_tokens")]
-    if not cut:
-        return {}
-    tokens = [s["truncated_tokens"] for s in cut]
-    return {"items": len(cut), "max_tokens": max(tokens), "mean_tokens": round(sum(tokens) / len(tokens), 1),
-            "shots_fitted_min": min(s.get("shots_fitted", shots) for s in cut)}
 
 
 def behaviour_sample(task: str, row: dict, reply) -> dict:
