@@ -21,7 +21,7 @@ import torch
 from transformers import MptForCausalLM
 
 from alaya.infer.generate import GenerationConfig, generate
-from alaya.infer.cpu_path import use_fastest_cpu_path
+from alaya.infer.backends import DECODE_PATHS, choose_backend
 from alaya.infer.cpu_path import relayout_for_decoding
 from alaya.infer.loading import resolve_dtype
 from alaya.model.config import preset
@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="auto: bf16 on GPUs that support it, else fp32 (as alaya infer)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-ctranslate2", action="store_true", help="leave out the CTranslate2 columns")
+    ap.add_argument("--decode-path", default="auto", choices=DECODE_PATHS, help="as alaya infer --decode-path")
     args = ap.parse_args()
     from machine import cpu_model
 
@@ -109,12 +110,11 @@ def main() -> None:
     sides = {}
     ours = load_model(folder, device=args.device, dtype=dtype).eval().requires_grad_(False)
     relayout_for_decoding(ours)  # what alaya infer/chat/serve do after loading
-    use_fastest_cpu_path(ours)
-    sides["alaya"] = (ours, weight_bytes(ours))
+    backend = choose_backend(ours, args.decode_path)
+    sides["alaya"] = (backend, weight_bytes(ours))
     if cpu:
         q8 = quantize_model(load_model(folder, device="cpu", dtype=torch.float32).eval().requires_grad_(False))
-        use_fastest_cpu_path(q8)
-        sides["alaya int8"] = (q8, weight_bytes(q8))
+        sides["alaya int8"] = (choose_backend(q8, args.decode_path), weight_bytes(q8))
     theirs = MptForCausalLM.from_pretrained(folder, dtype=dtype).to(args.device).eval()
     V = ours.config.vocab_size
     n_params = ours.config.num_parameters()
@@ -166,7 +166,7 @@ def main() -> None:
     names = list(rows[0])[1:]
     print(f"\n{args.preset} ({n_params / 1e6:.1f} M params), prompt {args.prompt_len}, {args.new_tokens} new tokens, "
           f"greedy, {args.device} ({cpu_model()}, {torch.get_num_threads()} threads; alaya decodes with "
-          f"{'the compiled CPU kernels' if ours.cpu_kernels else 'torch'})")
+          f"{'the compiled CPU kernels' if backend.name == 'kernels' else 'torch'})")
     print(f"read bandwidth: median {bw / 1e9:.1f} GB/s over {len(rounds)} rounds (spread {min(rounds) / 1e9:.1f}-"
           f"{max(rounds) / 1e9:.1f}); weights: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in bytes_of.items()))
     print(f"{'batch':>5} " + " ".join(f"{n:>19}" for n in names))

@@ -32,7 +32,8 @@ def run_alaya(model: str, task: str, shots: int, limit: int, batch: int) -> dict
     ev = Evaluator(EvalSettings(shots=shots, limit=limit, batch_size=batch, data_dir=DATA, progress=False))
     spec = TaskSpec.parse(task)
     ev.load_data([spec])
-    model_, tok = load_for_inference(model, device="cpu", dtype="float32")
+    model__backend, tok = load_for_inference(model, device="cpu", dtype="float32")
+    model_ = model__backend.model
     t0 = time.perf_counter()
     results, samples = ev.run(model_, tok, [spec])
     seconds = time.perf_counter() - t0

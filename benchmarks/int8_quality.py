@@ -37,8 +37,10 @@ def main() -> None:
                          dtype="float32", quantize=q)["results"]
             group = r.get("groups", {}).get("perplexity") or r["results"]["perplexity"]
             ppl[q] = {k.split(",")[0]: v for k, v in group.items()}
-        fp32, tok = load_for_inference(str(model), device="cpu", dtype="float32")
-        int8, _ = load_for_inference(str(model), device="cpu", quantize="int8")
+        fp32_backend, tok = load_for_inference(str(model), device="cpu", dtype="float32")
+        fp32 = fp32_backend.model
+        int8_backend, _ = load_for_inference(str(model), device="cpu", quantize="int8")
+        int8 = int8_backend.model
         docs = [json.loads(line)["text"] for line in open(held, encoding="utf-8")][: args.prompts]
         prompts = [tok.encode(d[:60]) for d in docs]
         cfg = GenerationConfig(max_new_tokens=args.new_tokens, temperature=0, eos_token_id=-1)

@@ -71,7 +71,8 @@ def overhead(args) -> None:
     prompt = "第1个问题: tell me about language models"
     rows = []
     for quantize in ("none", "int8"):
-        model, t = load_for_inference(folder, device="cpu", quantize=quantize)
+        model_backend, t = load_for_inference(folder, device="cpu", quantize=quantize)
+        model = model_backend.model
         ids = t.encode(prompt)
         gen = GenerationConfig(max_new_tokens=args.max_tokens, temperature=0)
         n = len(generate(model, [ids], gen)[0])  # warm-up; the same tokens the server will make

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ["ALAYA_DATA"]) if os.environ.get("ALAYA_DATA") else REPO.parent / "shared" / "data"
 CORPUS = SHARED_DATA / "corpus"
 # the CPU decoding path is pinned, so a test tests the path it means to and not whichever won a timing at
-# start; the tests of each path set it on purpose (test_cpu_path, test_cpu_decode, test_int8, test_server)
+# start; the tests of each path set it on purpose (test_backends, test_cpu_decode, test_int8, test_server)
 os.environ.setdefault("ALAYA_CPU_PATH", "torch")
 # the CPU decoding path's measured choices (alaya.infer.cpu_path) go to a folder of this test run, not to
 # the user's ~/.cache: each run measures afresh, and subprocesses started by tests inherit it

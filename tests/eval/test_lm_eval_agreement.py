@@ -36,7 +36,8 @@ def test_alaya_eval_agrees_with_lm_eval_per_item(model_dir, tmp_path, monkeypatc
         tasks=names, num_fewshot=shots, limit=LIMIT, task_manager=TaskManager(include_path=str(tmp_path / "lm" / "tasks")),
         log_samples=True, batch_size=4, gen_kwargs=f"max_gen_toks={max_new}")
 
-    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model_backend, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model = model_backend.model
     ev = Evaluator(EvalSettings(shots=shots, limit=LIMIT, batch_size=4, max_new_tokens=max_new, data_dir=SHARED_DATA,
                                 progress=False))
     specs = [TaskSpec.parse(t) for t in ("mmlu:anatomy", "ceval:accountant", "gsm8k")]
@@ -87,7 +88,8 @@ def test_full_text_choices_agree_with_lm_eval(model_dir, tmp_path, monkeypatch):
         model="hf", model_args=f"pretrained={model_dir},max_length=128,dtype=float32,device=cpu", tasks=names,
         num_fewshot=0, limit=LIMIT * 2, task_manager=TaskManager(include_path=str(tmp_path / "lm" / "tasks")),
         log_samples=True, batch_size=4)
-    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model_backend, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model = model_backend.model
     ours, samples = Evaluator(EvalSettings(shots=0, limit=LIMIT * 2, data_dir=SHARED_DATA, progress=False)).run(
         model, tok, [TaskSpec.parse("arc_easy")])
     their = sorted(theirs["samples"]["alaya_arc_easy"], key=lambda s: s["doc_id"])
@@ -123,7 +125,8 @@ def test_lm_eval_local_completions_scores_through_alaya_serve(model_dir, tmp_pat
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model_backend, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model = model_backend.model
     ours, samples = Evaluator(EvalSettings(shots=0, limit=8, data_dir=SHARED_DATA, progress=False)).run(
         model, tok, [TaskSpec.parse("arc_easy")])
     their = sorted(theirs["samples"]["alaya_arc_easy"], key=lambda s: s["doc_id"])

@@ -24,7 +24,8 @@ def reference(model, ctx, cont, max_len):
 
 @pytest.fixture(scope="module")
 def loaded(model_dir):
-    return load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    backend, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    return backend.model, tok
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])

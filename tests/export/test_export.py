@@ -108,7 +108,8 @@ def test_llama_cpp_loads_the_file_and_decodes_what_we_decode(trained_dir, tmp_pa
     out = export_gguf(trained_dir, tmp_path / "m.gguf", type="f16")
     llm = llama_cpp.Llama(model_path=str(out), n_ctx=256, n_threads=2, verbose=False)
     try:
-        model, tok = load_for_inference(trained_dir, device="cpu", dtype="float32")
+        model_backend, tok = load_for_inference(trained_dir, device="cpu", dtype="float32")
+        model = model_backend.model
         prompts = [tok.encode(t) for t in TEXTS]
         for t, p in zip(TEXTS, prompts):
             assert llm.tokenize(t.encode(), add_bos=False, special=False) == p
@@ -127,7 +128,8 @@ def test_llama_cpp_loads_the_file_and_decodes_what_we_decode(trained_dir, tmp_pa
 def test_ctranslate2_decodes_what_we_decode(trained_dir, tmp_path):
     ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
     assert main(["export", "ctranslate2", str(trained_dir), str(tmp_path / "ct2")]) == 0
-    model, tok = load_for_inference(trained_dir, device="cpu", dtype="float32")
+    model_backend, tok = load_for_inference(trained_dir, device="cpu", dtype="float32")
+    model = model_backend.model
     vocab = token_strings(tok)
     prompts = [tok.encode(t) for t in TEXTS]
     ours = generate(model, prompts, GenerationConfig(max_new_tokens=32, temperature=0))
@@ -141,7 +143,8 @@ def test_ctranslate2_decodes_what_we_decode(trained_dir, tmp_path):
     gen8 = ctranslate2.Generator(str(tmp_path / "ct2-int8"), device="cpu", compute_type="int8")
     res8 = gen8.generate_batch([[vocab[i] for i in p] for p in prompts], max_length=8, sampling_topk=1,
                                include_prompt_in_result=False, suppress_sequences=[["<pad>"]], end_token="</s>")
-    model8, _ = load_for_inference(trained_dir, device="cpu", dtype="float32", quantize="int8")
+    model8_backend, _ = load_for_inference(trained_dir, device="cpu", dtype="float32", quantize="int8")
+    model8 = model8_backend.model
     ours8 = generate(model8, prompts, GenerationConfig(max_new_tokens=8, temperature=0))
     theirs8 = [r.sequences_ids[0] for r in res8]
     # CTranslate2's int8 also quantizes the activations (ours only the weights), so the two greedy paths part

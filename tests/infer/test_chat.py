@@ -35,7 +35,8 @@ def test_history_is_the_published_format_and_is_trimmed_oldest_first(model_dir):
 
 
 def test_a_session_keeps_history_and_fits_the_context(model_dir):
-    model, tok = load_for_inference(str(model_dir))
+    model_backend, tok = load_for_inference(str(model_dir))
+    model = model_backend.model
     s = ChatSession(model, tok, GenerationConfig(max_new_tokens=2000, temperature=0))
     assert s.max_new_tokens == model.config.max_seq_len // 2
     for q in ["你好", "what can you do?", "再说一遍", "and again, please, with many more words than before"]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alaya.infer import cpu_decode
-from alaya.infer.cpu_path import switch_to_cpu_kernels, switch_to_torch
+from alaya.infer.backends import KernelsBackend
 from alaya.infer.generate import GenerationConfig, generate
 from alaya.model.mpt import AlayaForCausalLM
 
@@ -21,8 +21,7 @@ def pair(small_config):
             if p.ndim == 1:
                 p.uniform_(0.5, 1.5)
         ref.transformer.wte.weight.mul_(3)
-    fast = copy.deepcopy(ref)
-    switch_to_cpu_kernels(fast)
+    fast = KernelsBackend(copy.deepcopy(ref))
     return ref, fast
 
 
@@ -68,17 +67,17 @@ SIX = PROMPTS + [[60, 61], [70, 71, 72, 73, 74], [80] * 7]  # four rows in one b
 @torch.inference_mode()
 def test_steps_give_the_torch_logits_and_cache_with_padding_and_finished_rows(pair, prompts):
     ref, fast = pair
-    assert isinstance(fast.decode_step, cpu_decode.FusedDecodeStep)
+    assert isinstance(fast.fused, cpu_decode.FusedDecodeStep)
     cap = 24
     c_ref, mask, L = _prefill(ref, prompts, cap)
-    c_fast, _, _ = _prefill(fast, prompts, cap)
+    c_fast, _, _ = _prefill(fast.model, prompts, cap)
     toks = torch.arange(9, 9 + len(prompts))[:, None]
     for step in range(6):
         pos = L + step
         mask[:, pos] = True
         if step >= 3:
             mask[1, pos] = False  # row 1 finished: its new positions are padding
-        fused = fast.decode_step(toks, mask[:, : pos + 1], c_fast)
+        fused = fast.fused(toks, mask[:, : pos + 1], c_fast)
         assert fused is not None  # the compiled path ran
         expect, _ = ref(toks, attention_mask=mask[:, : pos + 1], cache=c_ref)
         assert fused.shape == expect.shape == (len(prompts), 1, ref.config.vocab_size)
@@ -101,17 +100,17 @@ def test_greedy_and_seeded_sampling_equal_the_torch_model(pair):
 @torch.inference_mode()
 def test_cases_it_does_not_handle_run_the_torch_path(pair):
     ref, fast = pair
-    step = fast.decode_step
+    step = fast.fused
     # a bf16 cache, more rows than the kernels take, autocast: None, and the model's forward still answers
-    cache, mask, L = _prefill(fast, PROMPTS, 20)
-    bf16 = fast.new_cache(3, 20, dtype=torch.bfloat16)
+    cache, mask, L = _prefill(fast.model, PROMPTS, 20)
+    bf16 = fast.model.new_cache(3, 20, dtype=torch.bfloat16)
     assert step(torch.tensor([[1], [2], [3]]), mask[:, : L + 1], bf16) is None
     many = [[7, 8]] * (cpu_decode.FEW_ROWS + 1)
-    c_many, m_many, L2 = _prefill(fast, many, 8)
+    c_many, m_many, L2 = _prefill(fast.model, many, 8)
     m_many[:, L2] = True
     tok = torch.full((len(many), 1), 9)
     assert step(tok, m_many[:, : L2 + 1], c_many) is None
-    got, _ = fast(tok, attention_mask=m_many[:, : L2 + 1], cache=c_many)
+    got, _ = fast.model(tok, attention_mask=m_many[:, : L2 + 1], cache=c_many)
     c_ref, _, _ = _prefill(ref, many, 8)
     expect, _ = ref(tok, attention_mask=m_many[:, : L2 + 1], cache=c_ref)
     torch.testing.assert_close(got, expect, atol=1e-4, rtol=1e-4)
@@ -122,15 +121,15 @@ def test_cases_it_does_not_handle_run_the_torch_path(pair):
 @torch.inference_mode()
 def test_bad_token_ids_and_masks_are_refused_with_the_reason(pair):
     _, fast = pair
-    cache, mask, L = _prefill(fast, PROMPTS, 20)
+    cache, mask, L = _prefill(fast.model, PROMPTS, 20)
     mask[:, L] = True
     with pytest.raises(IndexError, match=r"\[0, 320\)"):
-        fast.decode_step(torch.tensor([[1], [320], [3]]), mask[:, : L + 1], cache)
+        fast.fused(torch.tensor([[1], [320], [3]]), mask[:, : L + 1], cache)
     with pytest.raises(ValueError, match="attention_mask must have shape"):
-        fast.decode_step(torch.tensor([[1], [2], [3]]), mask[:, :L], cache)
+        fast.fused(torch.tensor([[1], [2], [3]]), mask[:, :L], cache)
     cache.length = cache.capacity
     with pytest.raises(ValueError, match="KV cache holds 20 positions"):
-        fast.decode_step(torch.tensor([[1], [2], [3]]), torch.ones(3, 21, dtype=torch.bool), cache)
+        fast.fused(torch.tensor([[1], [2], [3]]), torch.ones(3, 21, dtype=torch.bool), cache)
 
 
 def test_new_weights_are_seen_never_stale_copies(pair):
@@ -139,14 +138,12 @@ def test_new_weights_are_seen_never_stale_copies(pair):
     generate(fast, PROMPTS, cfg)  # the step has looked at the weights once
     torch.manual_seed(1)
     other = AlayaForCausalLM(ref.config).eval().requires_grad_(False)
-    fast.load_state_dict(other.state_dict())  # copied in place
+    fast.model.load_state_dict(other.state_dict())  # copied in place
     assert generate(fast, PROMPTS, cfg) == generate(other, PROMPTS, cfg)
     with torch.no_grad():  # replaced storage (what a cast or a move does)
-        fast.transformer.blocks[0].ffn.up_proj.weight.data = other.transformer.blocks[0].ffn.up_proj.weight * 2
+        fast.model.transformer.blocks[0].ffn.up_proj.weight.data = other.transformer.blocks[0].ffn.up_proj.weight * 2
         other.transformer.blocks[0].ffn.up_proj.weight.mul_(2)
     assert generate(fast, PROMPTS, cfg) == generate(other, PROMPTS, cfg)
-    switch_to_torch(fast)
-    assert fast.decode_step is None
 
 
 def test_two_threads_decoding_at_once_both_get_their_own_answer(pair):
@@ -190,14 +187,14 @@ def test_a_fresh_process_can_time_and_run_the_compiled_step():
         "import torch\n"
         "from alaya.model.config import ModelConfig\n"
         "from alaya.model.mpt import AlayaForCausalLM\n"
-        "from alaya.infer.cpu_path import relayout_for_decoding, switch_to_cpu_kernels, use_fastest_cpu_path\n"
+        "from alaya.infer.backends import KernelsBackend, choose_backend\n"
+        "from alaya.infer.cpu_path import relayout_for_decoding\n"
         "from alaya.infer.generate import GenerationConfig, generate\n"
         "m = AlayaForCausalLM(ModelConfig(d_model=128, n_heads=4, n_layers=1, vocab_size=4096, max_seq_len=2048))\n"
         "m.eval().requires_grad_(False)\n"
         "relayout_for_decoding(m)\n"
-        "use_fastest_cpu_path(m)\n"
-        "switch_to_cpu_kernels(m)\n"
-        "print(generate(m, [[5, 6, 7]], GenerationConfig(max_new_tokens=4, temperature=0, eos_token_id=-1)))\n"
+        "choose_backend(m, 'measure').close()\n"
+        "print(generate(KernelsBackend(m), [[5, 6, 7]], GenerationConfig(max_new_tokens=4, temperature=0, eos_token_id=-1)))\n"
     )
     for _ in range(2):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

@@ -11,7 +11,7 @@ import torch
 
 from alaya.cli import main
 from alaya.infer import cpu_decode
-from alaya.infer.cpu_path import switch_to_cpu_kernels, switch_to_torch
+from alaya.infer.backends import KernelsBackend
 from alaya.infer.generate import GenerationConfig, generate
 from alaya.infer.int8 import Int8Embedding, Int8Linear, Int8Matrix, quantize_model, quantize_per_channel, weight_bytes
 from alaya.infer.loading import load_for_inference
@@ -68,8 +68,7 @@ def test_int8_logits_equal_the_dequantized_fp32_model(models, path):
     ref, q8 = models
     m = copy.deepcopy(q8)
     if path == "kernels":
-        switch_to_cpu_kernels(m)
-        assert isinstance(m.decode_step, cpu_decode.FusedDecodeStep)
+        KernelsBackend(m)  # its modules in place: prefill through the kernels (its fused step is tested below)
     with torch.inference_mode():
         for T in (8, 40):  # prefill within the few-rows products, and beyond them (the BLAS on the widened weight)
             ids = torch.arange(5, 5 + T).view(1, T)
@@ -90,13 +89,13 @@ def test_int8_logits_equal_the_dequantized_fp32_model(models, path):
 
 def test_both_int8_paths_decode_the_same_greedy_tokens(models):
     _, q8 = models
-    a, b = copy.deepcopy(q8), copy.deepcopy(q8)
-    switch_to_cpu_kernels(b)
+    a, b = copy.deepcopy(q8), KernelsBackend(copy.deepcopy(q8))
+    assert isinstance(b.fused, cpu_decode.FusedDecodeStep) and b.fused.handles(len(PROMPTS), b.model.new_cache(3, 8))
     cfg = GenerationConfig(max_new_tokens=30, temperature=0, eos_token_id=-1)
     assert generate(a, PROMPTS, cfg) == generate(b, PROMPTS, cfg)
-    switch_to_torch(b)
-    assert not any(m.kernels for m in b.modules() if isinstance(m, Int8Matrix))
-    assert generate(b, PROMPTS, cfg) == generate(a, PROMPTS, cfg)
+    b.close()
+    assert not any(m.kernels for m in b.model.modules() if isinstance(m, Int8Matrix))
+    assert generate(b.model, PROMPTS, cfg) == generate(a, PROMPTS, cfg)
 
 
 def _heldout_nll(model, token_dir) -> tuple[float, int]:
@@ -116,8 +115,10 @@ def _heldout_nll(model, token_dir) -> tuple[float, int]:
 
 
 def test_a_trained_model_keeps_its_perplexity_within_one_percent_in_int8(trained_dir, token_dir):
-    fp32, tok = load_for_inference(trained_dir, device="cpu", dtype="float32")
-    int8, _ = load_for_inference(trained_dir, device="cpu", quantize="int8")
+    fp32_backend, tok = load_for_inference(trained_dir, device="cpu", dtype="float32")
+    fp32 = fp32_backend.model
+    int8_backend, _ = load_for_inference(trained_dir, device="cpu", quantize="int8")
+    int8 = int8_backend.model
     nll32, n = _heldout_nll(fp32, token_dir)
     nll8, n8 = _heldout_nll(int8, token_dir)
     assert n == n8 and n >= 512
@@ -146,7 +147,7 @@ def test_int8_on_a_gpu_or_with_bf16_is_refused_with_the_reason(trained_dir):
         load_for_inference(trained_dir, device="cuda", quantize="int8")
     with pytest.raises(ValueError, match="float32"):
         load_for_inference(trained_dir, device="cpu", dtype="bfloat16", quantize="int8")
-    m = AlayaForCausalLM(copy.deepcopy(load_for_inference(trained_dir, device="cpu")[0].config)).to(torch.bfloat16)
+    m = AlayaForCausalLM(copy.deepcopy(load_for_inference(trained_dir, device="cpu")[0].model.config)).to(torch.bfloat16)
     with pytest.raises(ValueError, match="fp32 weights"):
         quantize_model(m)
 
@@ -159,7 +160,8 @@ def test_serve_and_eval_take_int8_and_give_what_the_int8_model_gives(trained_dir
     from alaya.eval.run import EvalSettings, run_eval
     from conftest import start_server
 
-    int8, tok = load_for_inference(trained_dir, device="cpu", quantize="int8")
+    int8_backend, tok = load_for_inference(trained_dir, device="cpu", quantize="int8")
+    int8 = int8_backend.model
     ids = tok.encode("The history of")
     expect = tok.decode(generate(int8, [ids], GenerationConfig(max_new_tokens=24, temperature=0))[0])
     proc, url = start_server(trained_dir, "--quantize", "int8")

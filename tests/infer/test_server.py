@@ -248,7 +248,8 @@ def test_completions_echo_logprobs_are_the_models_prompt_logprobs(server, model_
     import torch
     import torch.nn.functional as F
 
-    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model_backend, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model = model_backend.model
     ids = tok.encode("Alaya reads 中文 and English.")
     status, body = post(server + "/v1/completions", {"prompt": [ids, ids[:4]], "max_tokens": 0, "echo": True,
                                                      "logprobs": 2, "temperature": 0})

@@ -25,7 +25,8 @@ def test_stream_never_shows_part_of_a_character_or_of_a_stop_string(model_dir):
 
 
 def test_stop_strings_cut_the_reply_and_stop_that_row_only(model_dir):
-    model, tok = load_for_inference(str(model_dir))
+    model_backend, tok = load_for_inference(str(model_dir))
+    model = model_backend.model
     prompts = [tok.encode("### Instruction:\t\n你好\n\n"), tok.encode("hello")]
     cfg = GenerationConfig(max_new_tokens=40, temperature=0)
     full = [tok.decode(ids) for ids in generate(model, prompts, cfg)]
@@ -36,7 +37,8 @@ def test_stop_strings_cut_the_reply_and_stop_that_row_only(model_dir):
 
 
 def test_rows_with_their_own_settings_do_not_disturb_each_other(model_dir):
-    model, tok = load_for_inference(str(model_dir))
+    model_backend, tok = load_for_inference(str(model_dir))
+    model = model_backend.model
     prompts = [tok.encode("你好"), tok.encode("a longer prompt, in English"), tok.encode("x")]
     cfgs = [GenerationConfig(max_new_tokens=12, temperature=0),
             GenerationConfig(max_new_tokens=20, temperature=0.8, top_k=50, top_p=0.8, seed=3),
@@ -60,8 +62,10 @@ def test_rows_with_their_own_settings_do_not_disturb_each_other(model_dir):
 @pytest.mark.slow
 def test_compiled_model_gives_the_same_greedy_output(model_dir):
     """--compile: torch.compile (inductor, dynamic shapes) decodes exactly as eager does."""
-    eager, tok = load_for_inference(str(model_dir))
-    compiled, _ = load_for_inference(str(model_dir), compile=True)
+    eager_backend, tok = load_for_inference(str(model_dir))
+    eager = eager_backend.model
+    compiled_backend, _ = load_for_inference(str(model_dir), compile=True)
+    compiled = compiled_backend.model
     prompts = [tok.encode("你好"), tok.encode("a longer prompt in English")]
     cfg = GenerationConfig(max_new_tokens=16, temperature=0)
     assert generate(compiled, prompts, cfg) == generate(eager, prompts, cfg)
@@ -86,7 +90,8 @@ def test_streamed_text_is_the_one_stream_of_chat_server_and_batch(model_dir):
     from alaya.infer.text import StreamedText
     from alaya.prompt import OUTPUT_FLAG
 
-    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model_backend, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model = model_backend.model
     TOK[:] = [tok]
     prompts = [tok.encode(p) for p in ("你好", "The city opened", "### Instruction:\t\nhi\n\n")]
     gen = GenerationConfig(max_new_tokens=24, temperature=0)
@@ -114,7 +119,8 @@ def test_streamed_text_is_the_one_stream_of_chat_server_and_batch(model_dir):
 def test_streamed_text_stops_a_cancelled_row_and_drops_its_held_back_text(model_dir):
     from alaya.infer.text import StreamedText
 
-    model, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model_backend, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32")
+    model = model_backend.model
     prompts = [tok.encode("你好"), tok.encode("hello")]
     decoder = BatchDecoder(model, prompts, GenerationConfig(max_new_tokens=30, temperature=0))
     text = StreamedText(decoder, tok, cancelled=lambda row: row == 1 and len(decoder.tokens[1]) >= 3)

@@ -20,7 +20,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         runs = []
         for name in (a, b):
             out = Path(args.output) / Path(name).name if args.output else None
-            runs.append(run_eval(name, args.task, args.adapter, settings, None, args.device, args.dtype, args.quantize))
+            runs.append(run_eval(name, args.task, args.adapter, settings, None, args.device, args.dtype, args.quantize,
+                                 args.decode_path))
             if out:
                 write_outputs(out, runs[-1]["results"], runs[-1]["samples"])
         diffs = compare(runs[0]["results"], runs[0]["samples"], runs[1]["results"], runs[1]["samples"])
@@ -35,7 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.model_path:
         raise ValueError("alaya eval needs MODEL_PATH (or --compare A B)")
     run = run_eval(args.model_path, args.task, args.adapter, settings, args.output, args.device, args.dtype,
-                   args.quantize)
+                   args.quantize, args.decode_path)
     print(markdown_table(run["results"]))
     if args.output:
         print(f"wrote {args.output}/results.json, samples.jsonl, results.md", file=sys.stderr)
@@ -44,6 +45,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_parsers(sub, formatter) -> None:
     from alaya.eval.run import TASKS
+    from alaya.infer.commands import add_decode_path_arg
 
     listing = "\n".join(f"  {name:<14} {info.about} (default shots: {info.shots})" for name, info in TASKS.items())
     e = sub.add_parser("eval", formatter_class=formatter, help="evaluate a model folder on benchmarks (offline)",
@@ -69,5 +71,6 @@ def add_parsers(sub, formatter) -> None:
     e.add_argument("--device", default=None)
     e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     e.add_argument("--quantize", default="none", choices=["none", "int8"], help="int8: weight-only int8 on CPU")
+    add_decode_path_arg(e)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)

@@ -135,8 +135,11 @@ class Evaluator:
         """Every task in turn. With ``partial`` (a folder), each finished task is saved there at once, and a
         task saved earlier with the same model (``identity``), task and settings is taken from there: an
         interrupted evaluation resumes at the task it was in."""
-        self.model, self.tok = model, tok
-        self.scorer = Scorer(model, tok, batch_size=self.s.batch_size, progress=self.s.progress)
+        from alaya.infer.backends import as_backend
+
+        self.backend = as_backend(model)  # generation decodes through it; scoring runs the model's forward
+        self.model, self.tok = self.backend.model, tok
+        self.scorer = Scorer(self.model, tok, batch_size=self.s.batch_size, progress=self.s.progress)
         if len(self.loaded) != len(specs):
             self.load_data(specs)
         results, groups, subtasks, configs, samples = {}, {}, {}, {}, []
@@ -163,7 +166,7 @@ class Evaluator:
                 if config["truncated"]:
                     c = config["truncated"]
                     print(f"warning: {spec.name}: {c['items']} of {len(task_samples)} prompts were cut from the left "
-                          f"to fit the model's {model.config.max_seq_len}-token context (by up to {c['max_tokens']} "
+                          f"to fit the model's {self.model.config.max_seq_len}-token context (by up to {c['max_tokens']} "
                           f"tokens; as few as {c['shots_fitted_min']} of {k} shots whole)", file=sys.stderr)
                 if saved:
                     write_json_atomic(saved, {"key": key, "per_subject": per_subject, "group": group,
@@ -258,7 +261,7 @@ class Evaluator:
         for start in tqdm(range(0, len(order), bs), desc=spec.name, unit="batch", disable=not self.s.progress,
                           leave=False):
             rows = order[start: start + bs]
-            for i, t in zip(rows, generate_texts(self.model, self.tok, [encoded[i] for i in rows], cfg)):
+            for i, t in zip(rows, generate_texts(self.backend, self.tok, [encoded[i] for i in rows], cfg)):
                 texts[i] = t
         samples = []
         for it, text, ids, kept in zip(items, texts, whole, encoded):
@@ -334,7 +337,7 @@ class Evaluator:
         replies, bs = [], self.s.batch_size
         for start in tqdm(range(0, len(rows), bs), desc=spec.name, unit="batch", disable=not self.s.progress,
                           leave=False):
-            replies += chat_replies(self.model, self.tok, [r["prompt"] for r in rows[start: start + bs]], max_new, bs)
+            replies += chat_replies(self.backend, self.tok, [r["prompt"] for r in rows[start: start + bs]], max_new, bs)
         samples = [behaviour_sample(spec.name, r, reply) for r, reply in zip(rows, replies)]
         per_lang = {}
         for lang in sorted({x["subject"] for x in samples}):
@@ -414,7 +417,8 @@ def model_identity(model_path: str, adapter: str | None, device: str, dtype: str
 
 
 def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, settings: EvalSettings | None = None,
-             output: str | None = None, device: str | None = None, dtype: str = "auto", quantize: str = "none") -> dict:
+             output: str | None = None, device: str | None = None, dtype: str = "auto", quantize: str = "none",
+             decode_path: str = "auto") -> dict:
     from alaya.infer.loading import load_for_inference
 
     settings = settings or EvalSettings()
@@ -422,10 +426,12 @@ def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, sett
     ev = Evaluator(settings, adapter)
     ev.load_data(specs)  # inputs first, before the model loads
     t0 = time.time()
-    model, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, quantize=quantize)
+    backend, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, quantize=quantize,
+                                      decode_path=decode_path)
+    model = backend.model
     precision = str(next(model.parameters()).dtype).replace("torch.", "") + ("+int8" if quantize == "int8" else "")
     partial = Path(output) / "partial" if output else None
-    results, samples = ev.run(model, tok, specs, partial, model_identity(model_path, adapter, str(model.device),
+    results, samples = ev.run(backend, tok, specs, partial, model_identity(model_path, adapter, str(model.device),
                                                                           precision))
     results["config"] = {"model": "alaya", "model_args": f"pretrained={model_path}" + (f",adapter={adapter}" if adapter else ""),
                          "batch_size": settings.batch_size, "limit": settings.limit, "device": str(model.device),

@@ -103,6 +103,7 @@ def run_batch_inference(
     refuse_long: bool = False,
     compile: bool = False,
     quantize: str = "none",
+    decode_path: str = "auto",
 ) -> dict:
     gen = gen or GenerationConfig()
     output = Path(output_file)
@@ -111,9 +112,9 @@ def run_batch_inference(
     done = answered_lines(output)
     todo = [p for p in read_prompts(input_file) if p.line not in done]
     counts = {"answered": 0, "errors": 0, "skipped_already_done": len(done), "truncated": 0, "empty_response": 0}
-    model, tok = load_for_inference(model_path, adapter_path, device=device, dtype=dtype, compile=compile,
-                                    quantize=quantize)
-    ctx = model.config.max_seq_len
+    backend, tok = load_for_inference(model_path, adapter_path, device=device, dtype=dtype, compile=compile,
+                                      quantize=quantize, decode_path=decode_path)
+    ctx = backend.model.config.max_seq_len
     new_tokens = min(gen.max_new_tokens, ctx // 2)  # as chat and serve: the prompt keeps at least half
     if new_tokens < gen.max_new_tokens:
         print(f"note: the model's context is {ctx} tokens, so at most {new_tokens} new tokens are generated "
@@ -145,7 +146,7 @@ def run_batch_inference(
         for i in range(0, len(todo), batch_size):  # results are written in input order, a batch at a time
             chunk = [(p, prepare(p)) for p in todo[i : i + batch_size]]
             valid = [(p, prep) for p, prep in chunk if not isinstance(prep, dict)]
-            outs = iter(generate_texts(model, tok, [ids for _, (_, ids) in valid], gen)) if valid else iter(())
+            outs = iter(generate_texts(backend, tok, [ids for _, (_, ids) in valid], gen)) if valid else iter(())
             for p, prep in chunk:
                 if isinstance(prep, dict):
                     write(prep)

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence, TextIO
 
+from alaya.infer.backends import as_backend
 from alaya.infer.generate import BatchDecoder, GenerationConfig
 from alaya.infer.text import StreamedText
 from alaya.prompt import check_history, format_prompt
@@ -71,11 +72,12 @@ def chat_replies(model, tok: AlayaTokenizer, prompts: Sequence[str], max_new_tok
     what it gets alone): what ``alaya chat`` answers, for evaluation (``alaya eval`` identity / refusal /
     over_refusal) and the samples an SFT run logs."""
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    backend = as_backend(model)
     out: list[Reply] = []
     for start in range(0, len(prompts), batch_size):
-        ids = [build_prompt(tok, p, [], model.config.max_seq_len, max_new_tokens).ids
+        ids = [build_prompt(tok, p, [], backend.model.config.max_seq_len, max_new_tokens).ids
                for p in prompts[start: start + batch_size]]
-        decoder = BatchDecoder(model, ids, gen)
+        decoder = BatchDecoder(backend, ids, gen)
         text = StreamedText(decoder, tok, strip_flag=True)
         pieces: list[list[str]] = [[] for _ in ids]
         for row, piece in text:
@@ -88,24 +90,31 @@ def chat_replies(model, tok: AlayaTokenizer, prompts: Sequence[str], max_new_tok
 
 @dataclass
 class ChatSession:
-    model: object
+    backend: object  # a decoding backend (alaya.infer.backends) or a bare model
     tok: AlayaTokenizer
     gen: GenerationConfig
     system: str | None = None
     history: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.backend = as_backend(self.backend)
+
+    @property
+    def context(self) -> int:
+        return self.backend.model.config.max_seq_len
+
     @property
     def max_new_tokens(self) -> int:
         # leave at least half of the context to the conversation
-        return min(self.gen.max_new_tokens, self.model.config.max_seq_len // 2)
+        return min(self.gen.max_new_tokens, self.context // 2)
 
     def ask(self, instruction: str) -> Iterator[str]:
-        prompt = build_prompt(self.tok, instruction, self.history, self.model.config.max_seq_len,
+        prompt = build_prompt(self.tok, instruction, self.history, self.context,
                               self.max_new_tokens, self.system)
         if prompt.dropped_turns:
             self.history = self.history[prompt.dropped_turns:]
         pieces = []
-        for piece in reply_stream(self.model, self.tok, prompt, self.gen.with_(max_new_tokens=self.max_new_tokens)):
+        for piece in reply_stream(self.backend, self.tok, prompt, self.gen.with_(max_new_tokens=self.max_new_tokens)):
             pieces.append(piece)
             yield piece
         self.history += [instruction, clean_reply("".join(pieces))]

@@ -11,7 +11,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     gen = _generation_config(args)
     counts = run_batch_inference(args.model_path, args.input_file, args.output_file, args.adapter_path, gen,
                                  batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                                 refuse_long=args.refuse_long, compile=args.compile, quantize=args.quantize)
+                                 refuse_long=args.refuse_long, compile=args.compile, quantize=args.quantize,
+                                 decode_path=args.decode_path)
     print(json.dumps(counts))
     return 0
 
@@ -44,15 +45,22 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model (faster decoding after a warm-up)")
     g.add_argument("--quantize", default="none", choices=["none", "int8"],
                    help="int8: weight-only int8 per output channel, quantized at load (CPU; activations fp32)")
+    add_decode_path_arg(g)
+
+
+def add_decode_path_arg(g) -> None:
+    g.add_argument("--decode-path", default="auto", choices=["auto", "torch", "kernels", "measure"],
+                   help="which code decodes: torch, or the compiled CPU kernels (fp32/int8 on CPU); auto uses the "
+                        "choice measured once for this machine and model shape (measure: measure it again)")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from alaya.infer.chat import ChatSession, repl
     from alaya.infer.loading import load_for_inference
 
-    model, tok = load_for_inference(args.model_path, args.adapter, device=args.device, dtype=args.dtype,
-                                    compile=args.compile, quantize=args.quantize)
-    return repl(ChatSession(model, tok, _generation_config(args), system=args.system))
+    backend, tok = load_for_inference(args.model_path, args.adapter, device=args.device, dtype=args.dtype,
+                                      compile=args.compile, quantize=args.quantize, decode_path=args.decode_path)
+    return repl(ChatSession(backend, tok, _generation_config(args), system=args.system))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -62,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     api_key = args.api_key or os.environ.get("ALAYA_API_KEY") or None
     serve(args.model_path, args.adapter, host=args.host, port=args.port, api_key=api_key, device=args.device,
-          dtype=args.dtype, compile=args.compile, quantize=args.quantize, max_batch=args.max_batch, max_queue=args.max_queue,
+          dtype=args.dtype, compile=args.compile, quantize=args.quantize, decode_path=args.decode_path, max_batch=args.max_batch, max_queue=args.max_queue,
           model_name=args.model_name, log_level=args.log_level)
     return 0
 

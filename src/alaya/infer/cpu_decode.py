@@ -13,9 +13,9 @@ exact GELU, the final norm and the tied head.
 
 It computes what :meth:`AlayaForCausalLM.forward` computes for one new token per row with a cache and an
 attention mask (tests compare logits and greedy output); the sums run in a different order, so results
-agree to float rounding. :func:`install` attaches it to a model (``model.decode_step``); the model's
-forward uses it only for that case (CPU, fp32, no autograd, at most ``FEW_ROWS`` rows) and otherwise runs
-the PyTorch path.
+agree to float rounding. The kernels decoding backend (:class:`alaya.infer.backends.KernelsBackend`) runs
+its one-token steps here when :meth:`FusedDecodeStep.handles` the batch (CPU, fp32 activations, at most
+``FEW_ROWS`` rows); anything else runs the model's forward.
 """
 from __future__ import annotations
 
@@ -198,8 +198,8 @@ def _step(tokens, valid, pos, wte, wte_scale, norm_1, wqkv, out_proj, norm_2, up
 
 
 class FusedDecodeStep:
-    """``model.decode_step``: logits [B, 1, V] for one new token per row, or ``None`` when this case is not
-    one it handles (the caller then runs the PyTorch path)."""
+    """Logits [B, 1, V] for one new token per row, computed in one compiled call; calling it gives ``None``
+    when the case is not one it handles (the caller then runs the model's forward)."""
 
     max_rows = FEW_ROWS
 
@@ -294,10 +294,3 @@ class FusedDecodeStep:
         cache.length = pos + 1
         return torch.from_numpy(logits)
 
-
-def install(model: AlayaForCausalLM) -> None:
-    model.decode_step = FusedDecodeStep(model)
-
-
-def uninstall(model: AlayaForCausalLM) -> None:
-    model.decode_step = None

@@ -1,20 +1,18 @@
-"""Which code decodes on CPU in fp32 (and in int8, :mod:`alaya.infer.int8`): PyTorch, or the compiled kernels
-of :mod:`alaya.infer.cpu_decode`, chosen at load by timing both once per machine and model shape.
+"""The pieces of the compiled CPU decoding path (:class:`alaya.infer.backends.KernelsBackend`), for fp32 and
+int8 (:mod:`alaya.infer.int8`) weights, and the kept choice between it and PyTorch.
 
 Decoding multiplies one row per sequence by every weight matrix: matrix-vector products bound by memory
 bandwidth. PyTorch's CPU wheels call MKL for them, and on AMD processors MKL takes a generic code path,
 slower there than numpy's OpenBLAS and than the compiled kernel (the figures are in docs/benchmarks.md).
-Once switched (:func:`switch_to_cpu_kernels`),
-products of up to ``FEW_ROWS`` rows run in that kernel, larger ones (prefill) in numpy's BLAS, and
-one-token decoding steps run whole in :class:`~alaya.infer.cpu_decode.FusedDecodeStep`. On other machines
-PyTorch may be the faster one, so :func:`use_fastest_cpu_path` times whole decoding steps both ways at a
-realistic context length and switches only when the compiled path wins clearly.
+On the compiled path, products of up to ``FEW_ROWS`` rows run in that kernel and larger ones (prefill) in
+numpy's BLAS (:func:`kernel_linear`, used by :class:`KernelLinear` and :class:`KernelHead`). On other
+machines PyTorch may be the faster one, so the choice is measured once per machine and model shape and
+kept (:func:`read_choice`, :func:`remember_choice`).
 
-The switch changes which code multiplies, not what is multiplied: same fp32 values, same shapes; results
-agree to float rounding (tests compare logits and greedy output with transformers and with the PyTorch
-path). While the compiled path decodes, PyTorch's own thread pool is kept to one thread
-(:func:`decode_threads`), because two thread pools spinning on the same cores slow each other down
-several-fold.
+The compiled path changes which code multiplies, not what is multiplied: same fp32 values, same shapes;
+results agree to float rounding (tests compare logits and greedy output with transformers and with the
+PyTorch path). While it decodes, PyTorch's own thread pool is kept to one thread (:func:`decode_threads`),
+because two thread pools spinning on the same cores slow each other down several-fold.
 """
 from __future__ import annotations
 
@@ -24,7 +22,6 @@ import os
 import platform
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -37,7 +34,7 @@ from torch import nn
 from alaya.fileio import write_json_atomic
 from alaya.infer import cpu_decode
 from alaya.infer.cpu_decode import FEW_ROWS, few_rows_product, launch_lock
-from alaya.infer.int8 import Int8Matrix, is_quantized, set_kernels
+from alaya.infer.int8 import Int8Matrix, is_quantized
 from alaya.model.mpt import AlayaForCausalLM
 
 
@@ -66,7 +63,14 @@ class KernelLinear(nn.Linear):
         return out if self.bias is None else out + self.bias
 
 
-def _kernels_cached() -> bool:
+class KernelHead(nn.Module):
+    """The tied output head (:class:`alaya.model.mpt.TiedHead`) multiplying with :func:`kernel_linear`."""
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return kernel_linear(x, weight)
+
+
+def kernels_cached() -> bool:
     """Whether numba has compiled the decoding kernels before (its cache index beside the module, or in
     NUMBA_CACHE_DIR)."""
     where = [Path(cpu_decode.__file__).parent / "__pycache__"]
@@ -101,6 +105,11 @@ def _choice_key(model: AlayaForCausalLM) -> str:
             f"|{kind}|d {c.d_model} h {c.n_heads} l {c.n_layers} v {c.vocab_size} ffn {c.expansion_ratio}")
 
 
+def read_choice(model: AlayaForCausalLM) -> str | None:
+    """The kept choice (``"kernels"`` or ``"torch"``) for this machine and model shape, or None."""
+    return _read_choices().get(_choice_key(model), {}).get("path")
+
+
 def _read_choices() -> dict:
     try:
         data = json.loads(choice_file().read_text(encoding="utf-8"))
@@ -109,123 +118,50 @@ def _read_choices() -> dict:
         return {}
 
 
-def _remember(key: str, kernels: bool, seconds: dict) -> None:
+def remember_choice(model: AlayaForCausalLM, path: str, seconds: dict) -> None:
+    """Keep ``path`` as the choice for this machine and model shape, with the timings it was chosen on."""
     choices = _read_choices()
-    choices[key] = {"path": "kernels" if kernels else "torch", **seconds}
+    choices[_choice_key(model)] = {"path": path, **seconds}
     try:
         write_json_atomic(choice_file(), choices)
     except OSError as e:  # a read-only home: measured again next time, nothing else changes
         print(f"could not keep the CPU path choice in {choice_file()}: {e}", file=sys.stderr)
 
 
-@torch.no_grad()
-def use_fastest_cpu_path(model: AlayaForCausalLM, margin: float = 1.15) -> bool:
-    """Switch the model (fp32 or int8, :mod:`alaya.infer.int8`) to the compiled CPU decoding path
-    (:func:`switch_to_cpu_kernels`) when whole decoding steps at a realistic KV-cache length run at least
-    ``margin`` times faster there than with PyTorch (each side in its own weight layout). Returns whether it
-    switched (``model.cpu_kernels``).
-
-    The choice is stable: measured once per machine, model shape and weight format (the two sides
-    alternated, best of each), then kept in :func:`choice_file` and reused, so the same machine does not
-    flip between paths from run to run on timing noise. ``ALAYA_CPU_PATH=kernels`` or ``torch`` sets it;
-    ``ALAYA_CPU_PATH=measure`` measures again and keeps the new result."""
-    if model.cpu_kernels:
-        return True
-    act = model.transformer.norm_f.weight
-    if act.device.type != "cpu" or act.dtype != torch.float32:
-        return False
-    forced = os.environ.get("ALAYA_CPU_PATH", "auto")
-    if forced not in ("auto", "kernels", "torch", "measure"):
-        raise ValueError(f"ALAYA_CPU_PATH must be auto, kernels, torch or measure, got {forced!r}")
-    key = _choice_key(model)
-    known = _read_choices().get(key, {}).get("path") if forced == "auto" else None
-    want = forced if forced in ("kernels", "torch") else known
-    if want is None:
-        if not _kernels_cached():
-            print("compiling the CPU decoding kernels (once; later runs load them from numba's cache, "
-                  "this takes up to a minute)...", file=sys.stderr, flush=True)
-        step_torch = step_kernels = float("inf")
-        for _ in range(2):  # alternated: a slow spell of a shared machine falls on both sides
-            step_torch = min(step_torch, _decode_step_seconds(model))
-            switch_to_cpu_kernels(model)
-            with decode_threads():
-                step_kernels = min(step_kernels, _decode_step_seconds(model))
-            switch_to_torch(model)
-        want = "kernels" if step_torch >= margin * step_kernels else "torch"
-        _remember(key, want == "kernels", {"torch_step_ms": round(step_torch * 1e3, 3),
-                                           "kernels_step_ms": round(step_kernels * 1e3, 3)})
-    if want == "kernels":
-        switch_to_cpu_kernels(model)
-        return True
-    return False
-
-
-@torch.inference_mode()
-def _decode_step_seconds(model: AlayaForCausalLM, steps: int = 3) -> float:
-    """Best time of one-token decoding steps with a KV cache holding min(context / 2, 1024) positions (zeros:
-    the cost does not depend on the values)."""
-    context = max(1, min(model.config.max_seq_len // 2, 1024))
-    cache = model.new_cache(1, context + steps + 1)
-    cache.keys.zero_()
-    cache.values.zero_()
-    cache.length = context
-    mask = torch.ones(1, context + steps + 1, dtype=torch.bool)
-    tok = torch.full((1, 1), 4, dtype=torch.long)
-    best = float("inf")
-    for i in range(steps + 1):  # the first step warms up
-        t0 = time.perf_counter()
-        model(tok, attention_mask=mask[:, : context + i + 1], cache=cache)
-        if i:
-            best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def _replace_linears(model: nn.Module, old: type, new: type) -> None:
-    """Put a ``new`` module in the place of every module of exactly type ``old``, holding the same weight and
-    bias parameters (nothing is copied; the state dict is unchanged)."""
+def replace_modules(model: nn.Module, old: type, new: type) -> None:
+    """Put a ``new`` module in the place of every module of exactly type ``old``, holding the same parameters
+    (nothing is copied; the state dict is unchanged). How a decoding backend changes which code multiplies,
+    as quantization swaps its layers in."""
     for name, module in list(model.named_modules()):
         if type(module) is not old:
             continue
-        fresh = new(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
-        fresh.weight = module.weight
-        fresh.bias = module.bias
+        if isinstance(module, nn.Linear):
+            fresh = new(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
+            fresh.weight = module.weight
+            fresh.bias = module.bias
+        else:
+            fresh = new()
         fresh.train(module.training)
         owner, _, child = name.rpartition(".")
         setattr(model.get_submodule(owner) if owner else model, child, fresh)
 
 
-def switch_to_cpu_kernels(model: AlayaForCausalLM) -> None:
-    """Every ``nn.Linear`` of the model becomes a :class:`KernelLinear` (same parameters), the tied head
-    multiplies with :func:`kernel_linear`, and the weight matrices are stored row-major (the kernel reads one
-    output feature's weights as one contiguous run) in memory allocated by numpy, which asks the kernel for
-    transparent huge pages for arrays of 4 MB and more (PyTorch's allocator does not by default): fewer TLB
-    misses while streaming the weights."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2 and p.device.type == "cpu" and p.dtype == torch.float32:
-                fresh = np.empty(tuple(p.shape), dtype=np.float32)
-                fresh[...] = p.detach().numpy()
-                p.data = torch.from_numpy(fresh)
-        for m in model.modules():  # int8 matrices (alaya.infer.int8): the same, for their bytes
-            if isinstance(m, Int8Matrix) and m.qweight.device.type == "cpu":
-                fresh8 = np.empty(tuple(m.qweight.shape), dtype=np.int8)
-                fresh8[...] = m.qweight.numpy()
-                m.qweight = torch.from_numpy(fresh8)
-    _replace_linears(model, nn.Linear, KernelLinear)
-    set_kernels(model, True)
-    model.head_linear = kernel_linear
-    cpu_decode.install(model)
-    model.cpu_kernels = True
-
-
-def switch_to_torch(model: AlayaForCausalLM) -> None:
-    """Undo :func:`switch_to_cpu_kernels` (the weights go back to the layout torch decodes fastest with)."""
-    _replace_linears(model, KernelLinear, nn.Linear)
-    set_kernels(model, False)
-    model.head_linear = F.linear
-    cpu_decode.uninstall(model)
-    model.cpu_kernels = False
-    relayout_for_decoding(model)
+@torch.no_grad()
+def store_row_major(model: nn.Module) -> None:
+    """Every fp32 weight matrix (and int8 matrix) stored row-major (the kernel reads one output feature's
+    weights as one contiguous run) in memory allocated by numpy, which asks the kernel for transparent huge
+    pages for arrays of 4 MB and more (PyTorch's allocator does not by default): fewer TLB misses while
+    streaming the weights. Same values, same shapes."""
+    for p in model.parameters():
+        if p.ndim == 2 and p.device.type == "cpu" and p.dtype == torch.float32:
+            fresh = np.empty(tuple(p.shape), dtype=np.float32)
+            fresh[...] = p.detach().numpy()
+            p.data = torch.from_numpy(fresh)
+    for m in model.modules():
+        if isinstance(m, Int8Matrix) and m.qweight.device.type == "cpu":
+            fresh8 = np.empty(tuple(m.qweight.shape), dtype=np.int8)
+            fresh8[...] = m.qweight.numpy()
+            m.qweight = torch.from_numpy(fresh8)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from alaya.infer.cpu_path import decode_threads
+from alaya.infer.backends import Backend, as_backend
 from alaya.model.mpt import AlayaForCausalLM
 
 
@@ -81,6 +81,9 @@ def _filter_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch
 class BatchDecoder:
     """Iterate to decode: each step yields ``[(row, token), ...]`` for the rows that produced a token.
 
+    ``model``: a decoding backend (:mod:`alaya.infer.backends`), or a bare model, which decodes with its own
+    forward.
+
     ``finish_reason[row]`` becomes ``"stop"`` (end of sequence or :meth:`stop`), ``"length"``
     (max_new_tokens) or whatever reason :meth:`stop` was given; ``tokens[row]`` holds the row's new ids
     without the end-of-sequence token.
@@ -88,7 +91,7 @@ class BatchDecoder:
 
     def __init__(
         self,
-        model: AlayaForCausalLM,
+        model: AlayaForCausalLM | Backend,
         prompts: Sequence[Sequence[int]],
         configs: GenerationConfig | Sequence[GenerationConfig],
     ):
@@ -97,7 +100,9 @@ class BatchDecoder:
         cfgs = [configs] * len(prompts) if isinstance(configs, GenerationConfig) else list(configs)
         if len(cfgs) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(cfgs)} generation configs")
-        self.model, self.cfgs = model, cfgs
+        self.backend = as_backend(model)
+        self.model = model = self.backend.model
+        self.cfgs = cfgs
         self.B = B = len(prompts)
         self.L = L = max(len(p) for p in prompts)
         self.max_new = max(c.max_new_tokens for c in cfgs)
@@ -186,20 +191,18 @@ class BatchDecoder:
         return tok.tolist()
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        with decode_threads(getattr(self.model, "cpu_kernels", False)):
+        with self.backend.threads():
             yield from self._steps()
 
     @torch.inference_mode()
     def _steps(self) -> Iterator[list[tuple[int, int]]]:
-        model, L = self.model, self.L
+        L = self.L
         seen = self.ids
         on_gpu = self.mask.device.type != "cpu"
         # on CPU the mask is written through numpy (same memory): a fraction of a torch indexing call's cost
         mask_columns = self.mask if on_gpu else self.mask.numpy()
-        fused = getattr(model, "decode_step", None)  # alaya.infer.cpu_decode: the step as one compiled call
-        if fused is not None and (on_gpu or not fused.handles(self.B, self.cache)):
-            fused = None
-        logits, _ = model(self.ids, attention_mask=self.mask[:, :L], cache=self.cache, last_token_only=True)
+        run = self.backend.start(self.mask, self.cache)
+        logits = run.prefill(self.ids)
         for step in range(self.max_new):
             if self.done:
                 return
@@ -226,15 +229,10 @@ class BatchDecoder:
             fed = [t if a else self.cfgs[i].pad_token_id for i, (t, a) in enumerate(zip(toks, self._alive))]
             if self.use_penalty:
                 seen = torch.cat([seen, torch.tensor(fed, device=self.device)[:, None]], dim=1)
-            if fused is not None:
-                logits = fused.step(np.array(fed, dtype=np.int64), mask_columns[:, : pos + 1], self.cache)
-            else:
-                tok = torch.tensor(fed, device=self.device)[:, None]
-                logits, _ = model(tok, attention_mask=self.mask[:, : pos + 1], cache=self.cache)
-
+            logits = run.step(fed)
 
 def generate(
-    model: AlayaForCausalLM,
+    model: AlayaForCausalLM | Backend,
     prompts: Sequence[Sequence[int]],
     cfg: GenerationConfig | Sequence[GenerationConfig],
 ) -> list[list[int]]:

@@ -11,7 +11,7 @@ accuracy gain that per-channel does not need here (figures: README, "8-bit infer
 
 Products of up to ``FEW_ROWS`` rows run in the compiled kernel of :mod:`alaya.infer.cpu_decode` (the
 int8 weights are widened to fp32 inside the loop) or in PyTorch's ``_weight_int8pack_mm``; which of the two
-is chosen the way the fp32 path is chosen (:func:`alaya.infer.cpu_path.use_fastest_cpu_path`). Larger
+is chosen the way the fp32 path is chosen (:func:`alaya.infer.backends.choose_backend`). Larger
 products (prefill) widen the weight to fp32 and call the BLAS. Quantizing happens at load, from any model
 folder the project reads (adapters are merged first).
 """
@@ -127,15 +127,12 @@ def quantize_model(model: AlayaForCausalLM) -> AlayaForCausalLM:
     if wte.weight.dtype != torch.float32:
         raise ValueError(f"--quantize int8 quantizes fp32 weights; the model is in {wte.weight.dtype} "
                          "(use --dtype float32 with --quantize int8)")
-    if getattr(model, "cpu_kernels", False):
-        raise ValueError("quantize the model before choosing its CPU decoding path")
     for block in model.transformer.blocks:
         for parent in (block.attn, block.ffn):
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear):
                     setattr(parent, name, Int8Linear.from_linear(child))
     model.transformer.wte = Int8Embedding(*quantize_per_channel(wte.weight))
-    model.decode_step = None
     return model
 
 

@@ -1,15 +1,16 @@
-"""One way to get a model ready for inference: folder (+ PEFT adapter) → device, dtype, optional compile."""
+"""One way to get a model ready for inference: folder (+ PEFT adapter) → device, dtype, optional int8 or compile
+→ the decoding backend that runs it (:mod:`alaya.infer.backends`)."""
 from __future__ import annotations
 
 import sys
 
 import torch
 
-from alaya.infer.cpu_path import relayout_for_decoding, use_fastest_cpu_path
+from alaya.infer.backends import Backend, TorchBackend, choose_backend
+from alaya.infer.cpu_path import relayout_for_decoding
 from alaya.infer.int8 import QUANTIZE_CHOICES, quantize_model
 from alaya.model.hf import load_model
 from alaya.model.lora import merge_adapter
-from alaya.model.mpt import AlayaForCausalLM
 from alaya.tokenizer import AlayaTokenizer
 
 
@@ -34,8 +35,13 @@ def load_for_inference(
     dtype: str = "auto",
     compile: bool = False,
     quantize: str = "none",
-) -> tuple[AlayaForCausalLM, AlayaTokenizer]:
-    """``quantize="int8"``: weight-only int8 on CPU (:mod:`alaya.infer.int8`), after any adapter is merged."""
+    decode_path: str = "auto",
+) -> tuple[Backend, AlayaTokenizer]:
+    """The decoding backend holding the model (``backend.model``), and the tokenizer.
+
+    ``quantize="int8"``: weight-only int8 on CPU (:mod:`alaya.infer.int8`), after any adapter is merged.
+    ``decode_path``: which backend decodes (:func:`alaya.infer.backends.choose_backend`); with ``compile``
+    it is ``torch`` (compiled graphs keep torch's products)."""
     device = device or ("cpu" if quantize == "int8" else default_device())
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
@@ -57,7 +63,9 @@ def load_for_inference(
     relayout_for_decoding(model)
     tokenizer = AlayaTokenizer.load(model_path)
     if compile:
+        if decode_path not in ("auto", "torch"):
+            raise ValueError(f"--compile decodes with torch's compiled graphs; --decode-path {decode_path} does "
+                             "not go with it")
         model.compile(dynamic=True)
-    else:  # compiled graphs keep torch's products; numpy calls would break them
-        use_fastest_cpu_path(model)
-    return model, tokenizer
+        return TorchBackend(model), tokenizer
+    return choose_backend(model, decode_path), tokenizer

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from alaya.infer.backends import as_backend
 from alaya.infer.generate import BatchDecoder, GenerationConfig
 from alaya.infer.text import StreamedText
 
@@ -46,11 +47,13 @@ class Job:
 
 class BatchScheduler:
     def __init__(self, model, tokenizer, max_batch: int = 8, max_queue: int = 64, start: bool = True):
+        """``model``: a decoding backend (alaya.infer.backends) or a bare model (decoded by its forward)."""
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
-        self.model, self.tok = model, tokenizer
+        self.backend = as_backend(model)
+        self.model, self.tok = self.backend.model, tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
-        self.context = model.config.max_seq_len
+        self.context = self.model.config.max_seq_len
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -123,7 +126,7 @@ class BatchScheduler:
 
     def _decode(self, batch: list[Job]) -> None:
         self.stats["batches"] += 1
-        decoder = BatchDecoder(self.model, [j.prompt_ids for j in batch], [j.cfg for j in batch])
+        decoder = BatchDecoder(self.backend, [j.prompt_ids for j in batch], [j.cfg for j in batch])
         text = StreamedText(decoder, self.tok, [j.strip_flag for j in batch],
                             cancelled=lambda row: batch[row].cancelled.is_set())
         for row, piece in text:

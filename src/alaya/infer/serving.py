@@ -212,10 +212,8 @@ class Serving:
                                             "owned_by": "alaya", "context_length": self.context}]}
 
     def health(self) -> dict:
-        model = self.engine.model
         # which code decodes: the compiled CPU kernels, or PyTorch on the model's device
-        path = "kernels" if getattr(model, "cpu_kernels", False) else f"torch ({model.device.type})"
-        return {"status": "ok", "model": self.model_name, "decode_path": path, "waiting": self.engine.waiting,
+        return {"status": "ok", "model": self.model_name, "decode_path": self.engine.backend.describe(), "waiting": self.engine.waiting,
                 **self.engine.stats}
 
     async def qa(self, req: QARequest, request: Request) -> dict:

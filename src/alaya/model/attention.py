@@ -61,6 +61,22 @@ def decode_bias(slopes: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtyp
     return bias[:, :, None, :].to(dtype)
 
 
+def attention_layout(slopes: torch.Tensor, attention_mask: torch.Tensor | None, segment_ids: torch.Tensor | None,
+                     past: int, T: int, dtype: torch.dtype, with_cache: bool) -> tuple[torch.Tensor | None, "Unpadded | None"]:
+    """How a forward pass of T new tokens after ``past`` cached ones attends: the additive bias
+    [B or 1, H, T, S] (None when each example builds its own, :class:`Unpadded` ``spans``) and the real
+    tokens to run on (None: the whole [B, T] batch)."""
+    unpadded = None
+    if attention_mask is not None and T > 1 and not torch.compiler.is_compiling():
+        unpadded = Unpadded.of(attention_mask[:, past:], segment_ids, slopes, dtype, by_example=not with_cache)
+    if unpadded is not None and unpadded.spans is not None:
+        return None, unpadded
+    if T == 1 and attention_mask is not None:
+        return decode_bias(slopes, attention_mask, dtype), unpadded
+    query_pos = torch.arange(past, past + T, device=slopes.device)
+    return attention_bias(slopes, query_pos, attention_mask, past + T, dtype, segment_ids), unpadded
+
+
 @dataclass
 class Unpadded:
     """Where the real (non-padding) tokens of a [B, T] batch sit. The Linears, norms and the FFN run on
@@ -97,10 +113,10 @@ class Unpadded:
         by_example = by_example and attention_mask.device.type in cls.BY_EXAMPLE_DEVICES
         if len(index) > cls.MAX_DENSITY * B * T and not (by_example and segment_ids is not None):
             return None
-        rows = cls(index, B, T, slopes=slopes, dtype=dtype)
+        unpadded = cls(index, B, T, slopes=slopes, dtype=dtype)
         if by_example:
-            rows.spans = _contiguous_runs(attention_mask, segment_ids)
-        return rows
+            unpadded.spans = _contiguous_runs(attention_mask, segment_ids)
+        return unpadded
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """[N, C] -> [B, T, C], zeros at padding."""

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from alaya.model.attention import alibi_slopes, attention_bias, decode_bias, Unpadded
+from alaya.model.attention import alibi_slopes, attention_layout, Unpadded
 from alaya.model.config import ModelConfig
 
 
@@ -74,13 +74,13 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(config.d_model, config.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None, cache: KVCache | None, layer: int,
-                rows: Unpadded | None = None) -> torch.Tensor:
+                unpadded: Unpadded | None = None) -> torch.Tensor:
         qkv = self.Wqkv(x)
-        if rows is not None and rows.spans is not None:  # each example alone (CPU, no cache)
-            return self.out_proj(torch.cat([self._attend(part, rows.span_bias(len(part)))
-                                            for part in qkv.split(rows.spans)]))
-        if rows is not None:  # x holds only the real tokens, [N, D]
-            qkv = rows.pad(qkv)
+        if unpadded is not None and unpadded.spans is not None:  # each example alone (CPU, no cache)
+            return self.out_proj(torch.cat([self._attend(part, unpadded.span_bias(len(part)))
+                                            for part in qkv.split(unpadded.spans)]))
+        if unpadded is not None:  # x holds only the real tokens, [N, D]
+            qkv = unpadded.pad(qkv)
         B, T, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
         q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if cache is not None:
@@ -91,7 +91,7 @@ class Attention(nn.Module):
         if k.dtype != q.dtype:  # a KV cache kept in another dtype than the activations
             k, v = k.to(q.dtype), v.to(q.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(B, T, D)
-        return self.out_proj(y if rows is None else rows.unpad(y))
+        return self.out_proj(y if unpadded is None else unpadded.unpad(y))
 
     def _attend(self, qkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Attention of one example's n tokens: qkv [n, 3D] -> [n, D]."""
@@ -119,8 +119,8 @@ class Block(nn.Module):
         self.ffn = FeedForward(config)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None, cache: KVCache | None, layer: int,
-                rows: Unpadded | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm_1(x), bias, cache, layer, rows)
+                unpadded: Unpadded | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm_1(x), bias, cache, layer, unpadded)
         return x + self.ffn(self.norm_2(x))
 
 
@@ -132,6 +132,15 @@ class Transformer(nn.Module):
         self.norm_f = LayerNorm(config.d_model, config.layer_norm_epsilon)
 
 
+class TiedHead(nn.Module):
+    """The output head's product with the tied embedding table, ``x @ wte.T``. A module without parameters
+    (the state dict is unchanged), so a decoding backend can put its own product in its place, as it does
+    for the Linears (alaya.infer.backends)."""
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight)
+
+
 class AlayaForCausalLM(nn.Module):
     """The MPT causal language model with the output head tied to the token embedding."""
 
@@ -139,12 +148,8 @@ class AlayaForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = Transformer(config)
+        self.head = TiedHead()
         self.activation_checkpointing = False
-        self.head_linear = F.linear  # the tied output head's product; alaya.infer.cpu_path may swap it
-        self.cpu_kernels = False  # whether CPU decoding runs the compiled kernels (alaya.infer.cpu_path)
-        # a compiled whole-network decoding step (alaya.infer.cpu_decode) for one new token per row with a
-        # cache; it returns None for a case it does not handle, and the PyTorch path below runs
-        self.decode_step = None
         self._slopes: dict[torch.device, torch.Tensor] = {}  # per device; not a buffer, so meta init is clean
         if self.transformer.wte.weight.device.type != "meta":
             self.reset_parameters()
@@ -186,23 +191,38 @@ class AlayaForCausalLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [B, T or 1, V] and, with ``labels``, the mean next-token cross-entropy.
 
-        ``attention_mask`` [B, S] marks real tokens (1) and padding (0) over all S keys (past + current
-        when a cache is given). ``labels`` are shifted inside; -100 is ignored.
-        With ``cache``, the new keys and values are written at ``cache.length`` and the cache advances.
-        ``segment_ids`` [B, T] (training on packed examples) keeps attention inside each example.
-        ``logits_at`` [B, T] (bool): only the logits of these positions, as [M, V] in row-major order
-        (a training loss needs them only where a label is supervised: the head is the largest product of
-        a small model and its fp32 logits the largest tensor of a large vocabulary's).
-        Logits at padding positions are not defined (a batch with padding runs on its real tokens only).
+        ``attention_mask``, ``cache`` and ``segment_ids``: as :meth:`hidden_states` takes them. ``labels``
+        are shifted inside; -100 is ignored. ``logits_at`` [B, T] (bool): only the logits of these
+        positions, as [M, V] in row-major order (a training loss needs them only where a label is
+        supervised: the head is the largest product of a small model and its fp32 logits the largest
+        tensor of a large vocabulary's).
         """
         if logits_at is not None and (labels is not None or last_token_only):
             raise ValueError("logits_at selects the logits itself; it cannot go with labels or last_token_only")
+        x = self.hidden_states(input_ids, attention_mask, cache, segment_ids)
+        if last_token_only:
+            x = x[:, -1:]
+        elif logits_at is not None:
+            x = x[logits_at]
+        logits = self.logits(x)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+        return logits, loss
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      cache: KVCache | None = None, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The final layer norm's output [B, T, D], the head's input.
+
+        ``attention_mask`` [B, S] marks real tokens (1) and padding (0) over all S keys (past + current
+        when a cache is given). With ``cache``, the new keys and values are written at ``cache.length`` and
+        the cache advances. ``segment_ids`` [B, T] (training on packed examples) keeps attention inside
+        each example. States at padding positions are not defined (a batch with padding runs on its real
+        tokens only).
+        """
         B, T = input_ids.shape
-        if (self.decode_step is not None and T == 1 and cache is not None and attention_mask is not None
-                and labels is None and not torch.is_grad_enabled()):
-            logits = self.decode_step(input_ids, attention_mask, cache)
-            if logits is not None:
-                return logits, None
         past = cache.length if cache is not None else 0
         n_keys = past + T
         if cache is not None and n_keys > cache.capacity:
@@ -213,43 +233,27 @@ class AlayaForCausalLM(nn.Module):
         act_dtype = (
             torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         )
-        rows = None
-        if attention_mask is not None and T > 1 and not torch.compiler.is_compiling():
-            rows = Unpadded.of(attention_mask[:, past:], segment_ids, self.slopes(x.device), act_dtype,
-                               by_example=cache is None)
-        if rows is not None and rows.spans is not None:
-            bias = None  # each example builds its own
-        elif T == 1 and attention_mask is not None:
-            bias = decode_bias(self.slopes(x.device), attention_mask, act_dtype)
-        else:
-            query_pos = torch.arange(past, n_keys, device=x.device)
-            bias = attention_bias(self.slopes(x.device), query_pos, attention_mask, n_keys, act_dtype, segment_ids)
-        if rows is not None:
-            x = rows.unpad(x)
+        bias, unpadded = attention_layout(self.slopes(x.device), attention_mask, segment_ids, past, T, act_dtype,
+                                          with_cache=cache is not None)
+        if unpadded is not None:
+            x = unpadded.unpad(x)
         for i, block in enumerate(self.transformer.blocks):
             if self.activation_checkpointing and self.training and cache is None:
-                x = checkpoint(block, x, bias, None, i, rows, use_reentrant=False)
+                x = checkpoint(block, x, bias, None, i, unpadded, use_reentrant=False)
             else:
-                x = block(x, bias, cache, i, rows)
+                x = block(x, bias, cache, i, unpadded)
         if cache is not None:
             cache.length = n_keys
         x = self.transformer.norm_f(x)
-        if rows is not None:
-            x = rows.pad(x)
-        if last_token_only:
-            x = x[:, -1:]
-        elif logits_at is not None:
-            x = x[logits_at]
+        return unpadded.pad(x) if unpadded is not None else x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The tied head: hidden states [..., D] -> logits [..., V]."""
         wte = self.transformer.wte
         if isinstance(wte, nn.Embedding):
-            logits = self.head_linear(x, wte.weight if wte.weight.dtype == x.dtype else wte.weight.to(x.dtype))
+            logits = self.head(x, wte.weight if wte.weight.dtype == x.dtype else wte.weight.to(x.dtype))
         else:  # a quantized table multiplies with its own stored weights (alaya.infer.int8)
             logits = wte.project(x)
         if self.config.logit_scale is not None:
             logits = logits * self.config.logit_scale
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-            )
-        return logits, loss
+        return logits

@@ -1,0 +1,165 @@
+"""Decoding backends: the compiled CPU kernels decode what PyTorch decodes, the choice between them, and a
+model that no backend has patched."""
+import copy
+
+import pytest
+import torch
+
+from alaya.infer.backends import KernelsBackend, TorchBackend, choose_backend
+from alaya.infer.cpu_path import KernelHead, KernelLinear, relayout_for_decoding
+from alaya.infer.generate import BatchDecoder, GenerationConfig, generate
+from alaya.model.mpt import AlayaForCausalLM, TiedHead
+
+PROMPTS = [[5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], [100]]
+
+
+def _kernel_modules(model) -> int:
+    return sum(isinstance(m, (KernelLinear, KernelHead)) for m in model.modules())
+
+
+@pytest.fixture
+def pair(small_config):
+    torch.manual_seed(0)
+    ref = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    with torch.no_grad():
+        ref.transformer.wte.weight.mul_(3)
+    fast = copy.deepcopy(ref)
+    relayout_for_decoding(fast)
+    return ref, KernelsBackend(fast)
+
+
+def test_cpu_kernels_keep_parameters_and_give_the_same_logits_and_greedy_output(pair):
+    ref, fast = pair
+    # every Linear and the tied head multiply in the kernels; the parameters and state dict are the model's
+    assert _kernel_modules(fast.model) == 4 * ref.config.n_layers + 1
+    assert list(fast.model.state_dict()) == list(ref.state_dict())
+    ids = torch.tensor([PROMPTS[1]])
+    with torch.inference_mode():
+        a, _ = ref(ids)
+        b, _ = fast.model(ids)
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    cfg = GenerationConfig(max_new_tokens=20, temperature=0)
+    assert generate(fast, PROMPTS, cfg) == generate(ref, PROMPTS, cfg)
+
+
+def test_no_backend_patches_attributes_onto_the_model(small_config):
+    m = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    before = set(vars(m))
+    backend = KernelsBackend(m)
+    assert set(vars(m)) == before  # its modules changed places, nothing was added to the model
+    backend.close()
+    assert set(vars(m)) == before and _kernel_modules(m) == 0
+    assert isinstance(m.head, TiedHead)
+
+
+def test_training_through_kernel_linear_still_has_gradients(pair):
+    _, fast = pair
+    model = fast.model.train().requires_grad_(True)
+    _, loss = model(torch.tensor([PROMPTS[1]]), labels=torch.tensor([PROMPTS[1]]))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with torch.no_grad():  # evaluation inside training: parameters still require grad
+        logits, _ = model(torch.tensor([PROMPTS[0]]))
+    assert torch.isfinite(logits).all()
+
+
+def test_torch_runs_one_thread_while_decoding_and_gets_its_threads_back(pair):
+    _, fast = pair
+    before = torch.get_num_threads()
+    seen = []
+    decoder = BatchDecoder(fast, PROMPTS, GenerationConfig(max_new_tokens=4, temperature=0))
+    for _ in decoder:
+        seen.append(torch.get_num_threads())
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    # a consumer that stops early (a client gone) also restores them
+    decoder = BatchDecoder(fast, PROMPTS, GenerationConfig(max_new_tokens=50, temperature=0))
+    it = iter(decoder)
+    next(it)
+    it.close()
+    assert torch.get_num_threads() == before
+    # two decoders alive at once, finished in either order: the count comes back once both are done
+    a = iter(BatchDecoder(fast, PROMPTS, GenerationConfig(max_new_tokens=50, temperature=0)))
+    b = iter(BatchDecoder(fast, PROMPTS, GenerationConfig(max_new_tokens=50, temperature=0)))
+    next(a), next(b)
+    a.close()
+    assert torch.get_num_threads() == 1
+    b.close()
+    assert torch.get_num_threads() == before
+
+
+def test_bf16_models_decode_with_torch_and_refuse_the_kernels_by_name(small_config):
+    m = AlayaForCausalLM(small_config).to(torch.bfloat16).eval()
+    for path in ("auto", "measure", "torch"):
+        assert isinstance(choose_backend(m, path), TorchBackend)
+    assert _kernel_modules(m) == 0
+    with pytest.raises(ValueError, match="--decode-path kernels runs on CPU in float32"):
+        choose_backend(m, "kernels")
+    with pytest.raises(ValueError, match="--decode-path must be one of auto, torch, kernels, measure"):
+        choose_backend(m, "fast")
+
+
+def test_closing_gives_the_model_back_to_torch(pair):
+    ref, fast = pair
+    fast.close()
+    assert _kernel_modules(fast.model) == 0
+    ids = torch.tensor([PROMPTS[1]])
+    with torch.inference_mode():
+        assert torch.allclose(fast.model(ids)[0], ref(ids)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["torch", "kernels"])
+def test_alaya_cpu_path_sets_what_auto_means_without_measuring(path, small_config, monkeypatch):
+    monkeypatch.setenv("ALAYA_CPU_PATH", path)
+    monkeypatch.setattr("alaya.infer.backends._measure", lambda *a: pytest.fail("measured"))
+    m = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    relayout_for_decoding(m)
+    backend = choose_backend(m, "auto")
+    assert backend.name == path and (_kernel_modules(m) > 0) is (path == "kernels")
+
+
+@pytest.mark.parametrize("path", ["torch", "kernels"])
+def test_the_decode_path_setting_wins_over_the_kept_choice(path, small_config, monkeypatch):
+    monkeypatch.setenv("ALAYA_CPU_PATH", "kernels" if path == "torch" else "torch")
+    monkeypatch.setattr("alaya.infer.backends._measure", lambda *a: pytest.fail("measured"))
+    m = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    assert choose_backend(m, path).name == path
+
+
+def test_auto_uses_the_kept_measurement_and_measure_renews_it(small_config, monkeypatch):
+    from alaya.infer.cpu_path import remember_choice
+
+    monkeypatch.setenv("ALAYA_CPU_PATH", "auto")
+    m = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    remember_choice(m, "kernels", {"torch_step_ms": 2.0, "kernels_step_ms": 1.0})
+    monkeypatch.setattr("alaya.infer.backends._measure", lambda *a: pytest.fail("measured"))
+    backend = choose_backend(m, "auto")
+    assert backend.name == "kernels"
+    backend.close()
+    monkeypatch.setattr("alaya.infer.backends._measure", lambda model, margin: "torch")
+    assert choose_backend(m, "measure").name == "torch"
+
+
+def test_the_measured_choice_leaves_a_consistent_model_either_way(small_config, monkeypatch):
+    from alaya.infer.cpu_path import read_choice
+
+    torch.manual_seed(0)
+    ref = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    m = copy.deepcopy(ref)
+    relayout_for_decoding(m)
+    backend = choose_backend(m, "measure")  # which way depends on the machine; the model must work either way
+    assert read_choice(m) == backend.name
+    assert (_kernel_modules(m) > 0) is (backend.name == "kernels")
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0)
+    assert generate(backend, PROMPTS, cfg) == generate(ref, PROMPTS, cfg)
+
+
+def test_the_cli_offers_every_decode_path():
+    from alaya.cli import build_parser
+    from alaya.infer.backends import DECODE_PATHS
+
+    parser = build_parser()
+    for cmd in (["infer", "m", "in", "out"], ["chat", "m"], ["serve", "m"], ["eval", "m", "--task", "arc_easy"]):
+        assert parser.parse_args(cmd).decode_path == "auto"
+        for path in DECODE_PATHS:
+            assert parser.parse_args(cmd + ["--decode-path", path]).decode_path == path
