@@ -114,7 +114,7 @@ def main() -> None:
     from alaya.model.config import preset
     from alaya.tokenizer import train_tokenizer_on_documents
     from alaya.train.pretrain import run_pretrain
-    from alaya.train.shards import tokenize_to_shards
+    from alaya.tokenizer.shards import tokenize_to_shards
 
     t0 = time.time()
     work = Path(args.work or tempfile.mkdtemp(prefix="curation-ablation-"))

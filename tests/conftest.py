@@ -87,7 +87,7 @@ def adapter_dir(model_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def token_dir(tmp_path_factory):
     """Token shards of the built-in bilingual corpus with a 512-token tokenizer."""
-    from alaya.train.shards import tokenize_to_shards
+    from alaya.tokenizer.shards import tokenize_to_shards
 
     root = tmp_path_factory.mktemp("tokens")
     tok = train_tokenizer(read_texts(["builtin:demo-bilingual"]), vocab_size=512, show_progress=False)

@@ -8,8 +8,7 @@ import shlex
 
 import pytest
 
-from alaya.cli import build_parser
-from alaya.sft.commands import normalize_argv
+from alaya.cli import build_parser, with_default_action
 from conftest import REPO
 
 DOCS = [REPO / "README.md"] + sorted((REPO / "docs").rglob("*.md"))
@@ -44,7 +43,7 @@ def test_the_docs_show_commands_of_every_room():
 
 @pytest.mark.parametrize("where,cmd", COMMANDS, ids=[w for w, _ in COMMANDS])
 def test_every_command_shown_parses(where, cmd):
-    argv = normalize_argv(shlex.split(cmd))
+    argv = with_default_action(build_parser(), shlex.split(cmd))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:
@@ -55,7 +54,7 @@ def test_every_command_shown_parses(where, cmd):
 def test_every_subcommand_used_in_the_docs_answers_help(capsys):
     parser_paths = set()
     for _, cmd in COMMANDS:
-        words = normalize_argv(shlex.split(cmd))
+        words = with_default_action(build_parser(), shlex.split(cmd))
         path = []
         for w in words:
             if w.startswith("-") or "=" in w or "/" in w or "." in w:
@@ -69,3 +68,10 @@ def test_every_subcommand_used_in_the_docs_answers_help(capsys):
         parser_paths.add(tuple(path))
     assert len(parser_paths) >= 10
     capsys.readouterr()
+
+
+def test_sft_without_an_action_is_sft_train_and_other_rooms_are_left_alone():
+    parser = build_parser()
+    assert with_default_action(parser, ["sft", "--config", "c.yaml", "lora.r=8"]) == ["sft", "train", "--config", "c.yaml", "lora.r=8"]
+    for argv in (["sft", "identity", "--output", "x"], ["sft", "--help"], ["data", "tokenize"], ["sft"], []):
+        assert with_default_action(parser, argv) == argv

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from alaya.data.documents import read_documents, read_texts
 from alaya.prompt import format_prompt, format_turn, render_messages
-from alaya.tokenizer import AlayaTokenizer, chars_per_token, clean_text, train_tokenizer
+from alaya.data.record import clean_text
+from alaya.tokenizer import AlayaTokenizer, chars_per_token, train_tokenizer
 from conftest import CORPUS, needs_corpus
 
 

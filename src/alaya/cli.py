@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Sequence
 
@@ -16,17 +15,6 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     run_quickstart(workdir=args.workdir, corpus=args.corpus, model_preset=args.preset, steps=args.steps,
                    sft_steps=args.sft_steps, fast=args.fast, seed=args.seed, restart=args.restart, data_dir=args.data_dir)
-    return 0
-
-
-def cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from alaya.tokenizer import train_tokenizer_on_documents
-
-    report = train_tokenizer_on_documents(args.input, args.output, vocab_size=args.vocab_size,
-                                          min_frequency=args.min_frequency, heldout_fraction=args.heldout_fraction)
-    for line in report["quarantine_examples"]:
-        print(f"skipped {line}", file=sys.stderr)
-    print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 
 
@@ -58,23 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_quickstart)
 
-    t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer")
-    tsub = t.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
-    tt = tsub.add_parser("train", formatter_class=_formatter, help="train on JSONL/Parquet/text",
-                         description="Train byte-level BPE (<unk>=0, <s>=1, </s>=2, <pad>=3; digits split) with exactly --vocab-size tokens.\n"
-                                     "Writes tokenizer.json, tokenizer_config.json (with the chat template), special_tokens_map.json\n"
-                                     "and training_report.json (characters per token on held-out documents by language).",
-                         epilog="examples:\n  alaya tokenizer train --input builtin:demo --output tok --vocab-size 8192\n"
-                                "  alaya tokenizer train --input ../shared/data/corpus --output tok60k")
-    tt.add_argument("--input", nargs="+", required=True, help="files, folders, globs, or builtin:demo")
-    tt.add_argument("--output", required=True, help="output folder")
-    tt.add_argument("--vocab-size", type=int, default=60160, help="exact vocabulary size (default: %(default)s)")
-    tt.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge (default: %(default)s)")
-    tt.add_argument("--heldout-fraction", type=float, default=0.02,
-                    help="share of documents held out for statistics, by a stable hash of their id, the same "
-                         "documents `alaya data tokenize` holds out (default: %(default)s; 0: none)")
-    tt.set_defaults(func=cmd_tokenizer_train)
-
     from alaya.data.commands import add_parsers as add_data_parsers
     from alaya.eval.commands import add_parsers as add_eval_parsers
     from alaya.export.commands import add_parsers as add_export_parsers
@@ -83,9 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     from alaya.model.commands import add_parsers as add_model_parsers
     from alaya.sft.commands import add_parsers as add_sft_parsers
     from alaya.train.commands import add_parsers as add_train_parsers
-    from alaya.train.commands import add_tokenize_parser, add_tool_parsers
+    from alaya.train.commands import add_tool_parsers
+    from alaya.tokenizer.commands import add_parsers as add_tokenizer_parsers
+    from alaya.tokenizer.commands import add_tokenize_parser
 
     # one parser-building function per room, beside the commands it parses, in the order `alaya --help` lists them
+    add_tokenizer_parsers(sub, _formatter)
     add_infer_parsers(sub, _formatter)
     add_train_parsers(sub, _formatter)
     add_sft_parsers(sub, _formatter)
@@ -98,10 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from alaya.sft.commands import normalize_argv
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
 
-    args = build_parser().parse_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
+
+def with_default_action(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``alaya ROOM ARGS...`` is ``alaya ROOM ACTION ARGS...`` when ROOM's parser names a default action
+    (``set_defaults(default_action=...)``) and ARGS does not start with one of its actions: ``alaya sft
+    --config F`` is ``alaya sft train --config F``, the published command line."""
+    room = _subcommands(parser).get(argv[0]) if argv else None
+    default = room.get_default("default_action") if room is not None else None
+    if default and len(argv) >= 2 and argv[1] not in _subcommands(room) and argv[1] not in ("-h", "--help"):
+        return [argv[0], default, *argv[1:]]
+    return argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(with_default_action(parser, list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.func(args)
     # the project's errors are ValueError subclasses (ConfigError, CheckpointError, ...) or missing files; a

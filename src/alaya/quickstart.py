@@ -108,7 +108,7 @@ def done_tokenizer(p: QuickstartRun) -> bool:
 def step_tokens(p: QuickstartRun) -> dict:
     from alaya.data.documents import Quarantine, is_heldout, read_documents
     from alaya.tokenizer import HELDOUT_FRACTION
-    from alaya.train.shards import tokenize_to_shards
+    from alaya.tokenizer.shards import tokenize_to_shards
 
     # by language only: the quickstart controls the language shares (its mixture's type shares are "available")
     index = tokenize_to_shards([str(_curated_data(p))], p.path("tokenizer"), p.path("tokens"), group_by=("lang",),

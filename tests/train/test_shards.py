@@ -5,7 +5,8 @@ import pytest
 
 from alaya.tokenizer import AlayaTokenizer
 from alaya.train.data import MixtureSampler
-from alaya.train.shards import TokenShards, tokenize_to_shards
+from alaya.tokenizer.shards import tokenize_to_shards
+from alaya.train.shards import TokenShards
 
 
 def _docs(tmp_path):

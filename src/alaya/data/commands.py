@@ -77,7 +77,7 @@ def cmd_data_report(args: argparse.Namespace) -> int:
 
 def add_parsers(sub, formatter, tokenize=None) -> None:
     """``alaya data`` and its actions; ``tokenize(dsub, formatter)`` adds ``alaya data tokenize`` first (it needs a
-    tokenizer, so its code lives downstream, in the training room, and the command line passes it in)."""
+    tokenizer, so it is defined downstream, in the tokenizer room, and the command line passes it in)."""
     dt = sub.add_parser("data", help="corpus curation (curate, dedup, stages, classifiers, mix) and tokenizing")
     dsub = dt.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     if tokenize is not None:

@@ -25,6 +25,7 @@ from alaya.configfile import read_yaml_mapping, settings_changes
 from alaya.data.documents import DEFAULT_SHARD_MB, Quarantine, expand_paths, plan_shards
 from alaya.fileio import write_json_atomic
 from alaya.data.engine import data_parts, finish_stage, make_engine, run_document_shard
+from alaya.data.record import TokenCounter
 from alaya.data.stages.base import CorpusStage
 from alaya.data.mixture import ALAYA_RECIPE_LANG, ALAYA_RECIPE_TYPE, mixture_weights
 from alaya.data.stages import build_stage
@@ -163,17 +164,13 @@ def _emptied_by(manifests: list[dict], inputs: int) -> str | None:
 def _stats_task(t: dict) -> dict:
     from alaya.data.engine import read_shard
 
-    tok = None
-    if t.get("tokenizer"):
-        from alaya.tokenizer import AlayaTokenizer
-
-        tok = AlayaTokenizer.load(t["tokenizer"])
+    count = TokenCounter(t["tokenizer"]) if t.get("tokenizer") else None
     out = {"tokens": {}, "documents": {}, "chars": {}, "quality_hist": [0] * QUALITY_BINS,
            "length_hist": [0] * len(LENGTH_EDGES)}
     batch: list = []
 
     def flush():
-        counts = [len(x) for x in tok.encode_batch([d.text for d in batch])] if tok else None
+        counts = count([d.text for d in batch]) if count else None
         for k, d in enumerate(batch):
             lang = d.meta.get("lang", "other")
             src = f"{lang}-{'code' if lang == 'code' else d.meta.get('type', 'others')}"

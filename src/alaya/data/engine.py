@@ -175,37 +175,66 @@ def quarantine_sink(writer: PartWriter) -> Callable[[QuarantineRecord], None]:
     return lambda r: writer.write(r.to_json())
 
 
+class ShardOutput:
+    """One shard task's share of a stage folder: its kept and removed parts, its counts, and the ``_done``
+    marker written last (every shard task of every stage writes through this)."""
+
+    def __init__(self, out: Path, part: str, **counts):
+        self.done = out / "_done" / f"{part}.json"
+        self.kept = PartWriter(out / "data", part)
+        self.removed = PartWriter(out / "removed", part)
+        self.counts = {"in": 0, "kept": 0, "removed": 0, "quarantined": 0, "reasons": {}, "bytes_in": 0, **counts}
+
+    @staticmethod
+    def finished(out: Path, part: str) -> dict | None:
+        """The counts of a shard finished before (a rerun skips it), or None."""
+        done = out / "_done" / f"{part}.json"
+        return json.loads(done.read_text(encoding="utf-8")) if done.exists() else None
+
+    def read(self, doc: Document) -> None:
+        self.counts["bytes_in"] += len(doc.text.encode("utf-8", "surrogatepass"))
+
+    def keep(self, doc: Document) -> None:
+        self.kept.write(doc.to_json())
+        self.counts["kept"] += 1
+
+    def remove(self, doc: Document, stage: str, reason: str, **extra) -> None:
+        self.removed.write(removal_record(doc, stage, reason, **extra))
+        self.counts["removed"] += 1
+        self.counts["reasons"][reason] = self.counts["reasons"].get(reason, 0) + 1
+
+    def close(self) -> dict:
+        """Rename the parts into place, then write the done marker; the shard's counts."""
+        self.kept.close()
+        self.removed.close()
+        write_json_atomic(self.done, self.counts)
+        return self.counts
+
+
 def run_document_shard(task: dict) -> dict:
     """Apply a per-document stage to one shard; write data/removed/quarantine parts and the done marker."""
     stage, src, out, part = task["stage"], task["input"], Path(task["output"]), task["part"]
-    done = out / "_done" / f"{part}.json"
-    if done.exists():
-        return json.loads(done.read_text(encoding="utf-8"))
+    finished = ShardOutput.finished(out, part)
+    if finished is not None:
+        return finished
     t0 = time.perf_counter()
-    kept_w = PartWriter(out / "data", part)
-    removed_w = PartWriter(out / "removed", part)
+    shard = ShardOutput(out, part)
     quarantine_w = PartWriter(out / "quarantine", part)
     quarantine = Quarantine(sink=quarantine_sink(quarantine_w))
     stage.setup()
-    counts = {"in": 0, "kept": 0, "removed": 0, "quarantined": 0, "reasons": {}, "bytes_in": 0}
     for doc in read_shard(src, quarantine):
-        counts["in"] += 1
-        counts["bytes_in"] += len(doc.text.encode("utf-8", "surrogatepass"))
+        shard.counts["in"] += 1
+        shard.read(doc)
         kept, reason = stage.apply(doc)
         if kept is None:
-            counts["removed"] += 1
-            counts["reasons"][reason] = counts["reasons"].get(reason, 0) + 1
-            removed_w.write(removal_record(doc, stage.name, reason))
+            shard.remove(doc, stage.name, reason)
         else:
-            counts["kept"] += 1
-            kept_w.write(kept.to_json())
-    counts["quarantined"] = quarantine.count
-    counts["in"] += quarantine.count
-    for w in (kept_w, removed_w, quarantine_w):
-        w.close()
-    counts["seconds"] = round(time.perf_counter() - t0, 3)
-    write_json_atomic(done, counts)
-    return counts
+            shard.keep(kept)
+    shard.counts["quarantined"] = quarantine.count
+    shard.counts["in"] += quarantine.count
+    quarantine_w.close()
+    shard.counts["seconds"] = round(time.perf_counter() - t0, 3)
+    return shard.close()
 
 
 def finish_stage(out: Path, name: str, shard_counts: list[dict], extra: dict | None = None,

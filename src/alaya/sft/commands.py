@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-SFT_ACTIONS = ("train", "identity", "refusals", "screen", "builtin")
-
 
 def cmd_sft_train(args: argparse.Namespace) -> int:
     from alaya.sft.run import run_sft
@@ -70,13 +68,6 @@ def _kv(text: str) -> tuple[str, float]:
     return keys[0], float(value)
 
 
-def normalize_argv(argv: list[str]) -> list[str]:
-    """``alaya sft --config F ...`` is ``alaya sft train --config F ...`` (the published command line)."""
-    if len(argv) >= 2 and argv[0] == "sft" and argv[1] not in SFT_ACTIONS and argv[1] not in ("-h", "--help"):
-        return [argv[0], "train", *argv[1:]]
-    return argv
-
-
 def add_parsers(sub, formatter) -> None:
     s = sub.add_parser("sft", formatter_class=formatter, help="supervised fine-tuning (LoRA or full) and its data",
                        description="Fine-tune a model folder on instruction and dialogue data in the published prompt format.\n"
@@ -85,6 +76,7 @@ def add_parsers(sub, formatter) -> None:
                               "  alaya sft identity --output identity.jsonl\n"
                               "  alaya sft refusals --input ../shared/data/xsafety ../shared/data/flames --output refusals.jsonl\n"
                               "  alaya sft screen --model base --input sft.jsonl --output screened")
+    s.set_defaults(default_action="train")  # `alaya sft --config F` (alaya.cli.with_default_action)
     ssub = s.add_subparsers(dest="sft_command", required=True, metavar="ACTION")
     tr = ssub.add_parser("train", formatter_class=formatter, help="fine-tune from a YAML config (default action)",
                          description="LoRA (r 16, alpha 32, dropout 0.05 by default) or full fine-tuning over the project's one\n"

@@ -91,12 +91,12 @@ def check_sft_config(cfg: dict) -> None:
          f"train.pad_multiple must be an integer >= 0, got {pad!r}")
 
 
-def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, d: distributed.Dist, fsdp: bool):
+def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, dist: distributed.Dist, fsdp: bool):
     """Greedy replies to a few prompts at every eval, as `alaya chat` gives them (alaya.infer.chat)."""
     from alaya.infer.chat import chat_replies
 
     def samples(model: torch.nn.Module, step: int) -> dict:
-        if not prompts or not (d.main or fsdp):  # under FSDP every rank takes part in the forward passes
+        if not prompts or not (dist.main or fsdp):  # under FSDP every rank takes part in the forward passes
             return {}
         net = distributed.unwrap(model)
         was = net.training
@@ -109,12 +109,12 @@ def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, d: di
     return samples
 
 
-def _sft_data(cfg: dict, run_dir: Path, d: distributed.Dist, tok: AlayaTokenizer, train: TrainSection):
+def _sft_data(cfg: dict, run_dir: Path, dist: distributed.Dist, tok: AlayaTokenizer, train: TrainSection):
     """The run's examples (generated sources written first), its report and quarantine files, the batch
     source and the held-out batches."""
     data_cfg = cfg["data"]
-    sources = materialize_sources(data_cfg["sources"], run_dir / "generated", write=d.main)
-    distributed.barrier(d)
+    sources = materialize_sources(data_cfg["sources"], run_dir / "generated", write=dist.main)
+    distributed.barrier(dist)
     data = load_sft_data(sources, tok, train.seq_len, shares=data_cfg["shares"], max_epochs=data_cfg["max_epochs"],
                          examples=data_cfg["examples"], heldout_fraction=data_cfg["heldout_fraction"],
                          heldout_max=data_cfg["heldout_max"], policy=data_cfg["length_policy"],
@@ -126,7 +126,7 @@ def _sft_data(cfg: dict, run_dir: Path, d: distributed.Dist, tok: AlayaTokenizer
                                     "packing": packing}
     data.report["heldout_examples"] = len(data.heldout)
     data.report["quarantined"] = data.quarantine.count
-    if d.main:
+    if dist.main:
         write_json_atomic(run_dir / "data_report.json", data.report)
         write_text_atomic(run_dir / "quarantine.jsonl", "".join(
             json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in data.quarantine.records))
@@ -139,23 +139,23 @@ def _sft_data(cfg: dict, run_dir: Path, d: distributed.Dist, tok: AlayaTokenizer
     return data, batches, evals
 
 
-def _adapter_saver(cfg: dict, base: str, tok: AlayaTokenizer, d: distributed.Dist):
+def _adapter_saver(cfg: dict, base: str, tok: AlayaTokenizer, dist: distributed.Dist):
     """How the final folder is written: a model folder (full) or a PEFT adapter with the tokenizer (LoRA)."""
     lora = cfg["lora"]
 
     def save_final(m: torch.nn.Module, folder: Path) -> None:
         if cfg["method"] == "full":
-            save_full_model(m, folder, tok, d)
+            save_full_model(m, folder, tok, dist)
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         full = get_model_state_dict(m, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if d.main:
+        if dist.main:
             acfg = adapter_config(lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["rslora"],
                                   str(Path(base).resolve()))
             save_adapter(folder, acfg, adapter_state_dict(m, full))
             tok.save(folder)  # alaya chat BASE --adapter final finds the same tokenizer here
-        distributed.barrier(d)
+        distributed.barrier(dist)
 
     return save_final
 
@@ -163,10 +163,10 @@ def _adapter_saver(cfg: dict, base: str, tok: AlayaTokenizer, d: distributed.Dis
 def run_sft(config_path: str | None, overrides: list[str], resume: bool = False) -> dict | None:
     cfg = load_config(config_path, overrides, SFT_DEFAULTS, frozenset({"model", "data.shares"}), check_sft_config)
     train, optimizer, lora = TrainSection.of(cfg), OptimizerSection.of(cfg), cfg["lora"]
-    d = distributed.init(train.device)
+    dist = distributed.init(train.device)
     run_dir = Path(cfg["run_dir"])
     try:
-        start_run_dir(run_dir, cfg, d, resume, RESUME_FREE)
+        start_run_dir(run_dir, cfg, dist, resume, RESUME_FREE)
         base = str(cfg["model"]["path"])
         tok = AlayaTokenizer.load(base)
         model = load_model(base, dtype=torch.float32)
@@ -174,7 +174,7 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
         check_fits(model, train)
         if tok.vocab_size > mc.vocab_size:
             raise ConfigError(f"{base}: the tokenizer has {tok.vocab_size} tokens, the model {mc.vocab_size}")
-        data, batches, evals = _sft_data(cfg, run_dir, d, tok, train)
+        data, batches, evals = _sft_data(cfg, run_dir, dist, tok, train)
 
         torch.manual_seed(cfg["seed"])  # the same adapter init on every rank
         flops = mc.flops_per_token(train.seq_len)
@@ -182,23 +182,23 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
             add_lora(model, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["rslora"])
             flops -= 2 * mc.num_parameters()  # no weight gradients for the frozen base
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        model = place_model(model, train, d)
+        model = place_model(model, train, dist)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = make_optimizer(params, optimizer, d.device)
+        opt = make_optimizer(params, optimizer, dist.device)
         fsdp = train.parallel == "fsdp"
-        save_final = _adapter_saver(cfg, base, tok, d)
+        save_final = _adapter_saver(cfg, base, tok, dist)
         rows = "packed" if cfg["train"]["packing"] else "one example per row"
         describe = (f"SFT ({cfg['method']}) of {base}: {mc.num_parameters() / 1e6:.2f} M parameters, "
                     f"{trainable / 1e6:.3f} M trained; {len(data.train)} examples per pass of the mixture, "
                     f"{len(data.heldout)} held out, {data.quarantine.count} quarantined; "
-                    f"{describe_batch(train, d, rows)}")
+                    f"{describe_batch(train, dist, rows)}")
         parts = TrainParts(model=model, optimizer=opt, data=batches, evals=evals, params=params, name="sft",
                            describe=describe, flops_per_token=flops, save_final=save_final,
                            trainable_only_checkpoints=cfg["method"] == "lora",
-                           on_eval=_sampler(tok, cfg["eval"]["samples"], cfg["eval"]["max_new_tokens"], d, fsdp),
+                           on_eval=_sampler(tok, cfg["eval"]["samples"], cfg["eval"]["max_new_tokens"], dist, fsdp),
                            extra_summary={"method": cfg["method"], "examples_per_pass": len(data.train),
                                           "trainable_parameters": trainable})
-        summary = run_training(cfg, run_dir, d, parts, resume)
+        summary = run_training(cfg, run_dir, dist, parts, resume)
         if summary is not None:
             summary["epochs"] = round(batches.epochs, 3)
         return summary

@@ -63,6 +63,52 @@ class OptimizerSection:
         return _section(cls, values)
 
 
+@dataclass(frozen=True)
+class ScheduleSection:
+    """``schedule:``: linear warmup, then cosine to ``optimizer.min_lr`` at ``max_steps``."""
+
+    warmup_steps: int
+    max_steps: int
+
+    @classmethod
+    def of(cls, cfg: dict) -> "ScheduleSection":
+        return _section(cls, cfg["schedule"])
+
+
+@dataclass(frozen=True)
+class PeriodSection:
+    """``checkpoint:``, ``eval:`` or ``log:``: every how many steps (and the section's own switch)."""
+
+    every: int
+    keep: int | None = None  # checkpoint: how many to keep
+    progress: bool = True  # log: the progress bar
+
+    @classmethod
+    def of(cls, cfg: dict, name: str) -> "PeriodSection":
+        return cls(**{k: v for k, v in cfg[name].items() if k in ("every", "keep", "progress")})
+
+    def due(self, step: int, last: int) -> bool:
+        """Whether ``step`` is one of this section's steps (the last step always is)."""
+        return step % self.every == 0 or step == last
+
+
+@dataclass(frozen=True)
+class RunSections:
+    """Every section of a run config the training loop reads, typed."""
+
+    train: TrainSection
+    optimizer: OptimizerSection
+    schedule: ScheduleSection
+    checkpoint: PeriodSection
+    eval: PeriodSection
+    log: PeriodSection
+
+    @classmethod
+    def of(cls, cfg: dict) -> "RunSections":
+        return cls(TrainSection.of(cfg), OptimizerSection.of(cfg), ScheduleSection.of(cfg),
+                   PeriodSection.of(cfg, "checkpoint"), PeriodSection.of(cfg, "eval"), PeriodSection.of(cfg, "log"))
+
+
 def compile_for_training(model: torch.nn.Module) -> None:
     """``train.compile``: torch.compile the model in place, its random ops (LoRA dropout) through PyTorch's
     own kernels (inductor's fallback_random), so a compiled step draws exactly what an eager step draws from
@@ -77,13 +123,13 @@ def check_fits(model: torch.nn.Module, train: TrainSection) -> None:
         raise ConfigError(f"train.seq_len {train.seq_len} exceeds the model's max_seq_len {ctx}")
 
 
-def place_model(model: torch.nn.Module, train: TrainSection, d: distributed.Dist) -> torch.nn.Module:
+def place_model(model: torch.nn.Module, train: TrainSection, dist: distributed.Dist) -> torch.nn.Module:
     """The model as the loop trains it: activation checkpointing, on the device, wrapped for DDP / FSDP2 (with
     the precision's policy) and compiled when asked. Returns the wrapped model."""
     check_fits(model, train)
     model.activation_checkpointing = train.activation_checkpointing
-    model.to(d.device)
-    model = distributed.wrap(model, train.parallel, d, train.precision)
+    model.to(dist.device)
+    model = distributed.wrap(model, train.parallel, dist, train.precision)
     if train.compile:
         compile_for_training(model)
     return model
@@ -98,9 +144,9 @@ def make_optimizer(params, optimizer: OptimizerSection, device: torch.device | N
                           weight_decay=optimizer.weight_decay, **fused)
 
 
-def describe_batch(train: TrainSection, d: distributed.Dist, rows: str | None = None) -> str:
+def describe_batch(train: TrainSection, dist: distributed.Dist, rows: str | None = None) -> str:
     """The global batch and precision for the run's first log line: ``global batch R × T, bf16`` (windows of
     T tokens), or with ``rows`` (what a row holds) ``global batch R rows × ≤T (rows), bf16``."""
-    n = train.global_rows(d.world)
+    n = train.global_rows(dist.world)
     shape = f"{n} × {train.seq_len}" if rows is None else f"{n} rows × ≤{train.seq_len} ({rows})"
     return f"global batch {shape}, {train.precision}"

@@ -32,19 +32,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data_tokenize(args: argparse.Namespace) -> int:
-    from alaya.train.shards import tokenize_to_shards
-
-    index = tokenize_to_shards(args.input, args.tokenizer, args.output, group_by=args.group_by,
-                               heldout_fraction=args.heldout_fraction, shard_tokens=args.shard_tokens,
-                               processes=args.processes, shard_mb=args.shard_mb, engine=args.engine,
-                               address=args.ray_address)
-    summary = {name: {sp: v[sp]["tokens"] for sp in v} for name, v in index["sources"].items()}
-    print(json.dumps({"output": args.output, "documents": index["documents"], "quarantined": index["quarantined"],
-                      "tokens": summary}, indent=1))
-    return 0
-
-
 def add_parsers(sub, formatter) -> None:
     pt = sub.add_parser("pretrain", formatter_class=formatter, help="pretrain an MPT model from a YAML config",
                         description="Train with the published recipe: Decoupled AdamW, warmup + cosine, clipping, bf16, checkpoints.\n"
@@ -84,28 +71,3 @@ def add_tool_parsers(sub, formatter) -> None:
     pn.add_argument("--tokens", type=float, default=None, help="total training tokens, for the run's duration")
     pn.add_argument("--json", action="store_true")
     pn.set_defaults(func=cmd_plan)
-
-
-def add_tokenize_parser(dsub, formatter) -> None:
-    """``alaya data tokenize`` (documents to token shards needs the tokenizer, so its code is here, downstream of
-    the data room; the command line hangs it under ``alaya data``)."""
-    tk = dsub.add_parser("tokenize", formatter_class=formatter, help="documents to uint16 token shards for pretraining",
-                         description="Tokenize documents (JSONL/Parquet/text, builtin:demo) into memory-mapped token shards grouped by\n"
-                                     "mixture source (meta fields, default lang-type), documents separated by </s>, with index.json.\n"
-                                     "Parallel over input files (a large plain JSONL file is cut into line-aligned ranges, --shard-mb),\n"
-                                     "deterministic, resumable (a rerun skips finished tasks).",
-                         epilog="examples:\n  alaya data tokenize --input ../shared/data/corpus --tokenizer tok --output tokens\n"
-                                "  alaya data tokenize --input curated/data --tokenizer tok --output tokens --group-by lang")
-    tk.add_argument("--input", nargs="+", required=True)
-    tk.add_argument("--tokenizer", required=True, help="a tokenizer folder (or a model folder with one)")
-    tk.add_argument("--output", required=True)
-    tk.add_argument("--group-by", nargs="*", default=["lang", "type"], help="meta fields naming the source (default: lang type)")
-    tk.add_argument("--heldout-fraction", type=float, default=0.02,  # alaya.tokenizer.HELDOUT_FRACTION, the one rule
-                    help="documents held out for perplexity, by a stable hash of their id (default: %(default)s)")
-    tk.add_argument("--shard-tokens", type=int, default=1 << 27, help="tokens per shard file (default: %(default)s)")
-    tk.add_argument("--shard-mb", type=float, default=64,
-                    help="a plain JSONL input above 1.5x this many MB is split at line starts over processes (default: %(default)s)")
-    tk.add_argument("--processes", type=int, default=None, help="worker processes / Ray CPUs (default: one per core)")
-    tk.add_argument("--engine", default="local", choices=["local", "ray"], help="local processes (default) or Ray, as curation")
-    tk.add_argument("--ray-address", default=None, help="a Ray cluster ('auto' inside one); default: a local Ray")
-    tk.set_defaults(func=cmd_data_tokenize)

@@ -92,19 +92,22 @@ def need(cond: bool, msg: str) -> None:
 
 def check_run_config(cfg: dict) -> None:
     """The checks of the keys every run config shares (docs/design.md, "Contracts")."""
-    t, s, o, c = cfg["train"], cfg["schedule"], cfg["optimizer"], cfg["checkpoint"]
-    need(t["precision"] in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got {t['precision']!r}")
-    need(t["parallel"] in ("auto", "none", "ddp", "fsdp"), f"train.parallel must be auto, none, ddp or fsdp, got {t['parallel']!r}")
+    train, schedule, opt, ckpt = cfg["train"], cfg["schedule"], cfg["optimizer"], cfg["checkpoint"]
+    need(train["precision"] in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got {train['precision']!r}")
+    need(train["parallel"] in ("auto", "none", "ddp", "fsdp"), f"train.parallel must be auto, none, ddp or fsdp, got {train['parallel']!r}")
     for key in ("seq_len", "micro_batch_size", "grad_accum"):
-        need(isinstance(t[key], int) and t[key] >= 1, f"train.{key} must be a positive integer, got {t[key]!r}")
-    need(isinstance(s["max_steps"], int) and s["max_steps"] >= 1, f"schedule.max_steps must be >= 1, got {s['max_steps']!r}")
-    need(isinstance(s["warmup_steps"], int) and 0 <= s["warmup_steps"] <= s["max_steps"],
-         f"schedule.warmup_steps must be in [0, max_steps], got {s['warmup_steps']!r}")
-    need(0 < o["min_lr"] <= o["lr"], f"optimizer.min_lr must be in (0, lr], got {o['min_lr']!r} (lr {o['lr']!r})")
-    need(len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"]), f"optimizer.betas must be two numbers in [0, 1), got {o['betas']!r}")
-    need(o["grad_clip"] > 0, f"optimizer.grad_clip must be > 0, got {o['grad_clip']!r}")
-    need(isinstance(c["every"], int) and c["every"] >= 1, f"checkpoint.every must be >= 1, got {c['every']!r}")
-    need(isinstance(c["keep"], int) and c["keep"] >= 1, f"checkpoint.keep must be >= 1, got {c['keep']!r}")
+        need(isinstance(train[key], int) and train[key] >= 1, f"train.{key} must be a positive integer, got {train[key]!r}")
+    need(isinstance(schedule["max_steps"], int) and schedule["max_steps"] >= 1, f"schedule.max_steps must be >= 1, got {schedule['max_steps']!r}")
+    need(isinstance(schedule["warmup_steps"], int) and 0 <= schedule["warmup_steps"] <= schedule["max_steps"],
+         f"schedule.warmup_steps must be in [0, max_steps], got {schedule['warmup_steps']!r}")
+    need(0 < opt["min_lr"] <= opt["lr"], f"optimizer.min_lr must be in (0, lr], got {opt['min_lr']!r} (lr {opt['lr']!r})")
+    need(len(opt["betas"]) == 2 and all(0 <= b < 1 for b in opt["betas"]), f"optimizer.betas must be two numbers in [0, 1), got {opt['betas']!r}")
+    need(opt["grad_clip"] > 0, f"optimizer.grad_clip must be > 0, got {opt['grad_clip']!r}")
+    need(isinstance(ckpt["every"], int) and ckpt["every"] >= 1, f"checkpoint.every must be >= 1, got {ckpt['every']!r}")
+    need(isinstance(ckpt["keep"], int) and ckpt["keep"] >= 1, f"checkpoint.keep must be >= 1, got {ckpt['keep']!r}")
+    for section in ("eval", "log"):
+        every = cfg[section]["every"]
+        need(isinstance(every, int) and every >= 1, f"{section}.every must be >= 1, got {every!r}")
 
 
 def check_pretrain_config(cfg: dict) -> None:

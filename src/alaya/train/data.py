@@ -7,10 +7,6 @@ import numpy as np
 import torch
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
-
-
 class MixtureSampler:
     """Fixed-length windows drawn from token sources with mixture weights; deterministic for a seed.
 

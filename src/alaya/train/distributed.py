@@ -42,22 +42,22 @@ def init(device: str | None = None) -> Dist:
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 
-def wrap(model: torch.nn.Module, mode: str, d: Dist, precision: str = "fp32") -> torch.nn.Module:
+def wrap(model: torch.nn.Module, mode: str, state: Dist, precision: str = "fp32") -> torch.nn.Module:
     """``mode``: none, ddp, fsdp, or auto (ddp when there are several processes). ``precision`` bf16 gives
     FSDP2 a mixed-precision policy (bf16 parameters, fp32 gradient reduction); DDP keeps fp32 parameters and
     the training step's autocast computes in bf16."""
     if mode == "auto":
-        mode = "ddp" if d.world > 1 else "none"
+        mode = "ddp" if state.world > 1 else "none"
     if mode == "none":
-        if d.world > 1:
+        if state.world > 1:
             raise ValueError("train.parallel=none with several processes would train unrelated copies; use ddp or fsdp")
         return model
     if not dist.is_initialized():
-        raise ValueError(f"train.parallel={mode} needs processes started by torchrun (WORLD_SIZE is {d.world})")
+        raise ValueError(f"train.parallel={mode} needs processes started by torchrun (WORLD_SIZE is {state.world})")
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        return DistributedDataParallel(model, device_ids=[state.device.index] if state.device.type == "cuda" else None)
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -76,10 +76,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def all_sum(value: float, d: Dist) -> float:
-    if d.world == 1:
+def all_sum(value: float, state: Dist) -> float:
+    if state.world == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
+    t = torch.tensor([value], dtype=torch.float64, device=state.device if state.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return float(t.item())
 
@@ -89,9 +89,9 @@ def current_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def barrier(d: Dist | None = None) -> None:
+def barrier(state: Dist | None = None) -> None:
     """Wait for every rank (nothing to wait for in one process)."""
-    if dist.is_available() and dist.is_initialized() and (d is None or d.world > 1):
+    if dist.is_available() and dist.is_initialized() and (state is None or state.world > 1):
         dist.barrier()
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from alaya.configfile import settings_changes
 from alaya.fileio import write_text_atomic
 from alaya.train import distributed
-from alaya.train.builder import OptimizerSection, TrainSection
+from alaya.train.builder import RunSections
 from alaya.train.checkpoint import checkpoint_dirs, load_latest, save_checkpoint
 from alaya.train.config import ConfigError, dump_config
 from alaya.train.flops import measure_matmul_peak, mfu
@@ -124,19 +124,19 @@ def train_step(
     grad_clip: float,
     precision: str,
     device: torch.device | None = None,
-    d: distributed.Dist | None = None,
+    dist: distributed.Dist | None = None,
     params: list[torch.nn.Parameter] | None = None,
 ) -> tuple[float, float, int]:
     """One optimizer step over this rank's micro-batches; returns (global loss, grad norm, global supervised
     tokens). ``model`` may be wrapped (DDP, FSDP2); then pass ``device`` and ``d``. ``params``: those that
     are clipped (default: all of the model's that train)."""
     device = device or model.device
-    d = d or distributed.Dist(device=device)
+    dist = dist or distributed.Dist(device=device)
     model.train()
     set_lr(optimizer, lr)
-    n_global = distributed.all_sum(float(sum(supervised_tokens(b) for b in micro_batches)), d)
+    n_global = distributed.all_sum(float(sum(supervised_tokens(b) for b in micro_batches)), dist)
     # DDP and FSDP2 average the ranks' gradients; scaling by the world size turns that into their sum
-    scale = d.world / max(n_global, 1.0)
+    scale = dist.world / max(n_global, 1.0)
     total = None  # the summed loss stays on the device: one read at the end of the step, not one per micro-batch
     for i, batch in enumerate(micro_batches):
         with _grad_sync(model, i == len(micro_batches) - 1):
@@ -149,7 +149,7 @@ def train_step(
         norm = norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return distributed.all_sum(float(total), d) / max(n_global, 1.0), float(norm), int(n_global)
+    return distributed.all_sum(float(total), dist) / max(n_global, 1.0), float(norm), int(n_global)
 
 
 @torch.no_grad()
@@ -191,9 +191,9 @@ class TrainParts:
     extra_summary: dict = field(default_factory=dict)
 
 
-def log_main(d: distributed.Dist, msg: str) -> None:
+def log_main(dist: distributed.Dist, msg: str) -> None:
     """A line on stderr from the main rank only."""
-    if d.main:
+    if dist.main:
         print(msg, file=sys.stderr, flush=True)
 
 
@@ -214,23 +214,23 @@ def metrics_file(run_dir: Path, resume_step: int | None) -> Path:
     return path
 
 
-def _resume_state(run_dir: Path, d: distributed.Dist, parts: TrainParts, ckpt_options: dict | None):
+def _resume_state(run_dir: Path, dist: distributed.Dist, parts: TrainParts, ckpt_options: dict | None):
     """Model, optimizer, sampler and RNG from the newest good checkpoint: (step, tokens, the step resumed
     from), or (0, 0, None) when the run has none yet."""
     found = load_latest(run_dir, parts.model, parts.optimizer, options=ckpt_options)
     if found is None:
-        log_main(d, f"no checkpoint in {run_dir}; starting from step 0")
+        log_main(dist, f"no checkpoint in {run_dir}; starting from step 0")
         return 0, 0, None
     state, path = found
     parts.data.load_state_dict(state["sampler"])
-    log_main(d, f"resumed from {path} (step {state['step']}, {state['tokens']} tokens)")
+    log_main(dist, f"resumed from {path} (step {state['step']}, {state['tokens']} tokens)")
     return state["step"], state["tokens"], state["step"]
 
 
-def _open_metrics(run_dir: Path, d: distributed.Dist, resume: bool, resumed: int | None):
+def _open_metrics(run_dir: Path, dist: distributed.Dist, resume: bool, resumed: int | None):
     """metrics.jsonl for appending on the main rank (a fresh run starts it anew; a resumed one cuts it back to
     the checkpoint's step); None on the other ranks."""
-    if not d.main:
+    if not dist.main:
         return None
     path = metrics_file(run_dir, resumed if resume else None)
     if not resume and path.exists():
@@ -238,13 +238,14 @@ def _open_metrics(run_dir: Path, d: distributed.Dist, resume: bool, resumed: int
     return open(path, "a", encoding="utf-8")
 
 
-def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainParts, resume: bool) -> dict | None:
+def run_training(cfg: dict, run_dir: Path, dist: distributed.Dist, parts: TrainParts, resume: bool) -> dict | None:
     """Train to ``schedule.max_steps`` (or ``train.stop_after``); the summary on rank 0, None elsewhere."""
-    train, optimizer, schedule = TrainSection.of(cfg), OptimizerSection.of(cfg), cfg["schedule"]
+    sections = RunSections.of(cfg)
+    train, optimizer, schedule = sections.train, sections.optimizer, sections.schedule
     model, opt = parts.model, parts.optimizer
     ckpt_options = {"ignore_frozen_params": True} if parts.trainable_only_checkpoints else None
-    step, tokens, resumed = _resume_state(run_dir, d, parts, ckpt_options) if resume else (0, 0, None)
-    metrics = _open_metrics(run_dir, d, resume, resumed)
+    step, tokens, resumed = _resume_state(run_dir, dist, parts, ckpt_options) if resume else (0, 0, None)
+    metrics = _open_metrics(run_dir, dist, resume, resumed)
 
     def log(rec: dict) -> None:
         if metrics is not None:
@@ -254,7 +255,7 @@ def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainPart
     def evaluate(step: int) -> dict:
         rec: dict = {"step": step, "tokens": tokens}
         if parts.evals:
-            loss = evaluate_loss(model, parts.evals, train.precision, device=d.device)
+            loss = evaluate_loss(model, parts.evals, train.precision, device=dist.device)
             rec.update(eval_loss=round(loss, 6), eval_ppl=round(math.exp(min(loss, 50)), 3))
         if parts.on_eval is not None:
             rec.update(parts.on_eval(model, step))
@@ -264,49 +265,49 @@ def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainPart
 
     if resumed is not None:
         log({"event": "resume", "step": step, "tokens": tokens, "time": time.time()})
-    peak = (train.peak_tflops * 1e12) if train.peak_tflops else measure_matmul_peak(d.device, train.precision)
-    log_main(d, parts.describe)
-    bar = tqdm(total=schedule["max_steps"], initial=step, desc=parts.name, unit=" steps", mininterval=1.0,
-               disable=not (d.main and cfg["log"]["progress"]))
+    peak = (train.peak_tflops * 1e12) if train.peak_tflops else measure_matmul_peak(dist.device, train.precision)
+    log_main(dist, parts.describe)
+    bar = tqdm(total=schedule.max_steps, initial=step, desc=parts.name, unit=" steps", mininterval=1.0,
+               disable=not (dist.main and sections.log.progress))
     last, last_eval = {}, {}
     try:
         if step == 0:  # the starting point of the held-out curve
             evaluate(0)
-        while step < schedule["max_steps"]:
+        while step < schedule.max_steps:
             t0 = time.perf_counter()
-            micro = parts.data.global_batch(train.micro_batch_size, d.world, train.grad_accum, d.rank)
+            micro = parts.data.global_batch(train.micro_batch_size, dist.world, train.grad_accum, dist.rank)
             step += 1
-            lr = cosine_lr(step, optimizer.lr, optimizer.min_lr, schedule["warmup_steps"], schedule["max_steps"])
+            lr = cosine_lr(step, optimizer.lr, optimizer.min_lr, schedule.warmup_steps, schedule.max_steps)
             loss, norm, supervised = train_step(model, opt, micro, lr, optimizer.grad_clip, train.precision,
-                                                device=d.device, d=d, params=parts.params)
+                                                device=dist.device, dist=dist, params=parts.params)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {step}; lower optimizer.lr or use fp32")
-            n = int(distributed.all_sum(float(sum(real_tokens(b) for b in micro)), d))
+            n = int(distributed.all_sum(float(sum(real_tokens(b) for b in micro)), dist))
             dt = time.perf_counter() - t0
             tokens += n
             tps = n / dt
             last = {"step": step, "loss": round(loss, 6), "lr": lr, "grad_norm": round(norm, 6), "tokens": tokens,
                     "supervised_tokens": supervised, "tokens_per_s": round(tps, 1),
-                    "mfu": round(mfu(tps / d.world, parts.flops_per_token, peak), 4), "time": time.time()}
-            if step % cfg["log"]["every"] == 0 or step == schedule["max_steps"]:
+                    "mfu": round(mfu(tps / dist.world, parts.flops_per_token, peak), 4), "time": time.time()}
+            if sections.log.due(step, schedule.max_steps):
                 log(last)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", mfu=f"{100 * last['mfu']:.1f}%")
-            if step % cfg["eval"]["every"] == 0 or step == schedule["max_steps"]:
+            if sections.eval.due(step, schedule.max_steps):
                 last_eval = evaluate(step)
-            if step % cfg["checkpoint"]["every"] == 0 or step == schedule["max_steps"]:
+            if sections.checkpoint.due(step, schedule.max_steps):
                 save_checkpoint(run_dir, model, opt, {"step": step, "tokens": tokens,
                                                       "sampler": parts.data.state_dict(), "config": cfg},
-                                keep=cfg["checkpoint"]["keep"], options=ckpt_options)
-            if train.stop_after is not None and step >= train.stop_after and step < schedule["max_steps"]:
-                log_main(d, f"stopping after step {step} (train.stop_after)")
-                distributed.barrier(d)  # leave together: tearing gloo down under a busy peer can abort it
-                return {"run_dir": str(run_dir), "stopped": True, **last} if d.main else None
+                                keep=sections.checkpoint.keep, options=ckpt_options)
+            if train.stop_after is not None and step >= train.stop_after and step < schedule.max_steps:
+                log_main(dist, f"stopping after step {step} (train.stop_after)")
+                distributed.barrier(dist)  # leave together: tearing gloo down under a busy peer can abort it
+                return {"run_dir": str(run_dir), "stopped": True, **last} if dist.main else None
         bar.close()
         final = run_dir / "final"
         parts.save_final(model, final)
-        distributed.barrier(d)  # leave together: tearing gloo down under a busy peer can abort it
-        if not d.main:
+        distributed.barrier(dist)  # leave together: tearing gloo down under a busy peer can abort it
+        if not dist.main:
             return None
         return {"run_dir": str(run_dir), "final": str(final), **last, **parts.extra_summary,
                 **{k: v for k, v in last_eval.items() if k not in ("step", "tokens")}}
@@ -316,7 +317,7 @@ def run_training(cfg: dict, run_dir: Path, d: distributed.Dist, parts: TrainPart
             metrics.close()
 
 
-def start_run_dir(run_dir: Path, cfg: dict, d: distributed.Dist, resume: bool, resume_free: set) -> None:
+def start_run_dir(run_dir: Path, cfg: dict, dist: distributed.Dist, resume: bool, resume_free: set) -> None:
     """Refuse to overwrite a run without --resume, or to resume it with settings that change it; write
     the resolved config.yaml."""
     if checkpoint_dirs(run_dir) and not resume:
@@ -328,13 +329,13 @@ def start_run_dir(run_dir: Path, cfg: dict, d: distributed.Dist, resume: bool, r
             free = ", ".join(sorted(".".join(k) for k in resume_free))
             raise ConfigError("--resume with a config that changes the run: " + "; ".join(changed)
                               + f" (only {free} may change)")
-    if d.main:
+    if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, run_dir / "config.yaml")
-    distributed.barrier(d)
+    distributed.barrier(dist)
 
 
-def save_full_model(model: torch.nn.Module, folder: Path, tokenizer, d: distributed.Dist) -> None:
+def save_full_model(model: torch.nn.Module, folder: Path, tokenizer, dist: distributed.Dist) -> None:
     """The trained network (gathered from every rank under FSDP2) as a model folder; every rank calls it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -342,9 +343,9 @@ def save_full_model(model: torch.nn.Module, folder: Path, tokenizer, d: distribu
     from alaya.model.mpt import AlayaForCausalLM
 
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if d.main:
+    if dist.main:
         inner = distributed.unwrap(model)
         clean = AlayaForCausalLM(inner.config)
         clean.load_state_dict({k: v.float() for k, v in full.items()})
         save_model(clean, folder, tokenizer=tokenizer)
-    distributed.barrier(d)
+    distributed.barrier(dist)

@@ -22,11 +22,12 @@ from alaya.train.data import MixtureSampler
 from alaya.train.builder import (RESUME_FREE, OptimizerSection, TrainSection, check_fits, describe_batch, make_optimizer,
                                  place_model)
 from alaya.train.loop import TrainParts, log_main, run_training, save_full_model, start_run_dir
-from alaya.train.shards import INDEX, TokenShards, tokenize_to_shards
+from alaya.tokenizer.shards import INDEX, tokenize_to_shards
+from alaya.train.shards import TokenShards
 
 
 
-def prepare_data(cfg: dict, run_dir: Path, d: distributed.Dist, vocab_size: int) -> tuple[Path, Path]:
+def prepare_data(cfg: dict, run_dir: Path, dist: distributed.Dist, vocab_size: int) -> tuple[Path, Path]:
     """The token-shard folder and tokenizer folder of the run; raw documents are tokenized first."""
     path = cfg["data"]["path"]
     paths = path if isinstance(path, list) else [path]
@@ -36,18 +37,18 @@ def prepare_data(cfg: dict, run_dir: Path, d: distributed.Dist, vocab_size: int)
         return data, tok_dir
     tok_dir = Path(cfg["tokenizer"]) if cfg["tokenizer"] else run_dir / "tokenizer"
     data = run_dir / "tokens"
-    if d.main:
+    if dist.main:
         if not (tok_dir / "tokenizer.json").is_file():
             from alaya.tokenizer import train_tokenizer_on_documents
 
-            log_main(d, f"training a {vocab_size}-token tokenizer on {paths} into {tok_dir}")
+            log_main(dist, f"training a {vocab_size}-token tokenizer on {paths} into {tok_dir}")
             train_tokenizer_on_documents([str(p) for p in paths], tok_dir, vocab_size=vocab_size,
                                          progress=cfg["log"]["progress"])
         if not (data / INDEX).is_file():
-            log_main(d, f"tokenizing {paths} into {data}")
+            log_main(dist, f"tokenizing {paths} into {data}")
             tokenize_to_shards([str(p) for p in paths], tok_dir, data, heldout_fraction=HELDOUT_FRACTION,
                                progress=cfg["log"]["progress"])
-    distributed.barrier(d)
+    distributed.barrier(dist)
     return data, tok_dir
 
 
@@ -81,15 +82,15 @@ def eval_windows(folder: Path, seq_len: int, limit: int) -> torch.Tensor | None:
 def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = False) -> dict | None:
     cfg = load_config(config_path, overrides)
     train, optimizer = TrainSection.of(cfg), OptimizerSection.of(cfg)
-    d = distributed.init(train.device)
+    dist = distributed.init(train.device)
     run_dir = Path(cfg["run_dir"])
     try:
-        start_run_dir(run_dir, cfg, d, resume, RESUME_FREE)
+        start_run_dir(run_dir, cfg, dist, resume, RESUME_FREE)
         torch.manual_seed(cfg["seed"])  # the same initial weights on every rank
         model = build_model(cfg)
         mc = model.config
         check_fits(model, train)
-        data_dir, tok_dir = prepare_data(cfg, run_dir, d, mc.vocab_size)
+        data_dir, tok_dir = prepare_data(cfg, run_dir, dist, mc.vocab_size)
         shards = TokenShards(data_dir, "train")
         if shards.vocab_size > mc.vocab_size:
             raise ConfigError(f"the data's tokenizer has {shards.vocab_size} tokens but model vocab_size is {mc.vocab_size}")
@@ -100,13 +101,13 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
         windows = eval_windows(data_dir, train.seq_len, cfg["eval"]["windows"])
         evals = None if windows is None else [{"input_ids": w, "labels": w} for w in windows.split(8)]
 
-        model = place_model(model, train, d)
-        opt = make_optimizer(model.parameters(), optimizer, d.device)
-        describe = (f"{mc.num_parameters() / 1e6:.2f} M parameters, {d.world} process(es) ({train.parallel}), "
-                    f"{describe_batch(train, d)}, sources {sampler.weights}")
+        model = place_model(model, train, dist)
+        opt = make_optimizer(model.parameters(), optimizer, dist.device)
+        describe = (f"{mc.num_parameters() / 1e6:.2f} M parameters, {dist.world} process(es) ({train.parallel}), "
+                    f"{describe_batch(train, dist)}, sources {sampler.weights}")
         parts = TrainParts(model=model, optimizer=opt, data=sampler, evals=evals, name="pretrain", describe=describe,
                            flops_per_token=mc.flops_per_token(train.seq_len),
-                           save_final=lambda m, folder: save_full_model(m, folder, AlayaTokenizer.load(tok_dir), d))
-        return run_training(cfg, run_dir, d, parts, resume)
+                           save_final=lambda m, folder: save_full_model(m, folder, AlayaTokenizer.load(tok_dir), dist))
+        return run_training(cfg, run_dir, dist, parts, resume)
     finally:
         distributed.shutdown()

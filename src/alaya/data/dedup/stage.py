@@ -34,7 +34,7 @@ from alaya.data.dedup.lsh import candidate_pairs, choose_kept, clusters, unique_
 from alaya.data.dedup.minhash import MinHasher, band_keys, jaccard, lsh_params, normalize_for_hash
 from alaya.data.documents import Document, Quarantine
 from alaya.fileio import write_json_atomic
-from alaya.data.engine import PartWriter, finish_stage, quarantine_sink, read_shard, removal_record
+from alaya.data.engine import PartWriter, ShardOutput, finish_stage, quarantine_sink, read_shard
 from alaya.data.stages.base import CorpusStage
 
 _PARA_SPLIT = re.compile(r"\n\s*\n")
@@ -334,9 +334,9 @@ def _verify_task(t: dict) -> np.ndarray:
 
 def _apply_task(t: dict) -> dict:
     stage, work, out, part, i = t["stage"], Path(t["work"]), Path(t["out"]), t["part"], t["index"]
-    done = out / "_done" / f"{part}.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    finished = ShardOutput.finished(out, part)
+    if finished is not None:
+        return finished
     offsets = t["offsets"]
     kept = np.load(work / f"kept-{part}.npy")
     units = np.load(work / f"units-{part}.npz")
@@ -360,44 +360,37 @@ def _apply_task(t: dict) -> dict:
                 doc_id_cache[gid] = json.loads(f.readline())["id"]
         return doc_id_cache[gid]
 
-    kept_w, removed_w = PartWriter(out / "data", part), PartWriter(out / "removed", part)
-    counts = {"in": mapinfo["documents"] + mapinfo["quarantined"], "kept": 0, "removed": 0,
-              "quarantined": mapinfo["quarantined"], "reasons": {}, "bytes_in": 0, "paragraphs_removed": 0}
-    reason = stage.removal_reason
+    shard = ShardOutput(out, part, paragraphs_removed=0)
+    shard.counts.update({"in": mapinfo["documents"] + mapinfo["quarantined"], "quarantined": mapinfo["quarantined"]})
     with open(work / f"docs-{part}.jsonl", "rb") as f:
         for n, line in enumerate(f):
             doc = Document(**json.loads(line))
-            counts["bytes_in"] += len(doc.text.encode("utf-8", "surrogatepass"))
+            shard.read(doc)
             gone = removed_units.get(n)
             if not gone:
-                kept_w.write(doc.to_json())
-                counts["kept"] += 1
+                shard.keep(doc)
                 continue
             dup_of = doc_id_of(gone[0][1])
             if stage.level == "document":
-                removed_w.write(removal_record(doc, stage.name, reason, duplicate_of=dup_of))
-                counts["removed"] += 1
-                counts["reasons"][reason] = counts["reasons"].get(reason, 0) + 1
+                shard.remove(doc, stage.name, stage.removal_reason, duplicate_of=dup_of)
                 continue
-            spans = paragraph_spans(doc.text, stage.min_paragraph_chars)
             drop = {k for k, _ in gone}
-            counts["paragraphs_removed"] += len(drop)
-            pieces, pos = [], 0
-            for k, (s, e) in enumerate(spans):
-                if k in drop:
-                    pieces.append(doc.text[pos:s])
-                    pos = e
-            pieces.append(doc.text[pos:])
-            text = re.sub(r"\n\s*\n(\s*\n)+", "\n\n", "".join(pieces)).strip()
+            shard.counts["paragraphs_removed"] += len(drop)
+            text = _without_paragraphs(doc.text, paragraph_spans(doc.text, stage.min_paragraph_chars), drop)
             if not text:
-                removed_w.write(removal_record(doc, stage.name, "all_paragraphs_duplicated", duplicate_of=dup_of))
-                counts["removed"] += 1
-                counts["reasons"]["all_paragraphs_duplicated"] = counts["reasons"].get("all_paragraphs_duplicated", 0) + 1
+                shard.remove(doc, stage.name, "all_paragraphs_duplicated", duplicate_of=dup_of)
                 continue
             meta = {**doc.meta, "paragraphs_removed": len(drop), "paragraph_duplicate_of": dup_of}
-            kept_w.write(replace(doc, text=text, meta=meta).to_json())
-            counts["kept"] += 1
-    kept_w.close()
-    removed_w.close()
-    write_json_atomic(done, counts)
-    return counts
+            shard.keep(replace(doc, text=text, meta=meta))
+    return shard.close()
+
+
+def _without_paragraphs(text: str, spans: list[tuple[int, int]], drop: set[int]) -> str:
+    """``text`` without the paragraphs numbered in ``drop``, runs of blank lines closed up."""
+    pieces, pos = [], 0
+    for k, (s, e) in enumerate(spans):
+        if k in drop:
+            pieces.append(text[pos:s])
+            pos = e
+    pieces.append(text[pos:])
+    return re.sub(r"\n\s*\n(\s*\n)+", "\n\n", "".join(pieces)).strip()

@@ -18,20 +18,12 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from alaya.fileio import write_text_atomic
 from alaya.recipe import ALAYA_VOCAB_SIZE
 from alaya.prompt import CHAT_TEMPLATE
+from alaya.data.record import clean_text
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 TOKENIZER_FILE = "tokenizer.json"
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
 HELDOUT_FRACTION = 0.02  # the share of documents held out, by a stable hash of their id (tokenizer and shards)
-
-
-def clean_text(text: str) -> str:
-    """Replace lone surrogates by U+FFFD (pairs written as two code points become one character)."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _byte_level_alphabet() -> dict[str, int]:
