@@ -63,28 +63,28 @@ RESUME_FREE = BASE_RESUME_FREE | {("eval", "samples"), ("eval", "max_new_tokens"
 
 
 def check_sft_config(cfg: dict) -> None:
-    m = cfg["model"]
-    need(isinstance(m, dict) and set(m) == {"path"} and m["path"],
+    model = cfg["model"]
+    need(isinstance(model, dict) and set(model) == {"path"} and model["path"],
          "model.path must name the model folder to fine-tune (and nothing else under model)")
     need(cfg["method"] in ("lora", "full"), f"method must be lora or full, got {cfg['method']!r}")
-    lo = cfg["lora"]
-    need(isinstance(lo["r"], int) and lo["r"] >= 1, f"lora.r must be a positive integer, got {lo['r']!r}")
-    need(lo["alpha"] > 0, f"lora.alpha must be > 0, got {lo['alpha']!r}")
-    need(0 <= lo["dropout"] < 1, f"lora.dropout must be in [0, 1), got {lo['dropout']!r}")
-    need(isinstance(lo["target_modules"], list) and lo["target_modules"], "lora.target_modules must be a non-empty list")
-    dd = cfg["data"]
-    if dd["recipe"]:
+    lora = cfg["lora"]
+    need(isinstance(lora["r"], int) and lora["r"] >= 1, f"lora.r must be a positive integer, got {lora['r']!r}")
+    need(lora["alpha"] > 0, f"lora.alpha must be > 0, got {lora['alpha']!r}")
+    need(0 <= lora["dropout"] < 1, f"lora.dropout must be in [0, 1), got {lora['dropout']!r}")
+    need(isinstance(lora["target_modules"], list) and lora["target_modules"], "lora.target_modules must be a non-empty list")
+    data = cfg["data"]
+    if data["recipe"]:
         from alaya.configfile import read_yaml_mapping
 
-        recipe = read_yaml_mapping(dd["recipe"], ConfigError)
-        if not dd["sources"]:
-            dd["sources"] = recipe.get("sources") or []
-        if dd["shares"] is None:
-            dd["shares"] = recipe.get("shares")
-    need(isinstance(dd["sources"], list) and dd["sources"], "data.sources is empty: list the instruction files, "
+        recipe = read_yaml_mapping(data["recipe"], ConfigError)
+        if not data["sources"]:
+            data["sources"] = recipe.get("sources") or []
+        if data["shares"] is None:
+            data["shares"] = recipe.get("shares")
+    need(isinstance(data["sources"], list) and data["sources"], "data.sources is empty: list the instruction files, "
          "each as {path: FILE, category: NAME} (categories: " + ", ".join(CATEGORIES) + ")")
-    need(dd["length_policy"] in LENGTH_POLICIES, f"data.length_policy must be one of {LENGTH_POLICIES}, got {dd['length_policy']!r}")
-    need(0 <= dd["heldout_fraction"] < 1, f"data.heldout_fraction must be in [0, 1), got {dd['heldout_fraction']!r}")
+    need(data["length_policy"] in LENGTH_POLICIES, f"data.length_policy must be one of {LENGTH_POLICIES}, got {data['length_policy']!r}")
+    need(0 <= data["heldout_fraction"] < 1, f"data.heldout_fraction must be in [0, 1), got {data['heldout_fraction']!r}")
     need(isinstance(cfg["eval"]["samples"], list), "eval.samples must be a list of prompts")
     pad = cfg["train"]["pad_multiple"]
     need(isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0,

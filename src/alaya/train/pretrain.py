@@ -88,12 +88,12 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
         start_run_dir(run_dir, cfg, dist, resume, RESUME_FREE)
         torch.manual_seed(cfg["seed"])  # the same initial weights on every rank
         model = build_model(cfg)
-        mc = model.config
+        model_cfg = model.config
         check_fits(model, train)
-        data_dir, tok_dir = prepare_data(cfg, run_dir, dist, mc.vocab_size)
+        data_dir, tok_dir = prepare_data(cfg, run_dir, dist, model_cfg.vocab_size)
         shards = TokenShards(data_dir, "train")
-        if shards.vocab_size > mc.vocab_size:
-            raise ConfigError(f"the data's tokenizer has {shards.vocab_size} tokens but model vocab_size is {mc.vocab_size}")
+        if shards.vocab_size > model_cfg.vocab_size:
+            raise ConfigError(f"the data's tokenizer has {shards.vocab_size} tokens but model vocab_size is {model_cfg.vocab_size}")
         weights = cfg["data"]["weights"]
         if cfg["data"]["mixture"]:
             weights = json.loads(Path(cfg["data"]["mixture"]).read_text(encoding="utf-8"))["weights"]
@@ -103,10 +103,10 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
 
         model = place_model(model, train, dist)
         opt = make_optimizer(model.parameters(), optimizer, dist.device)
-        describe = (f"{mc.num_parameters() / 1e6:.2f} M parameters, {dist.world} process(es) ({train.parallel}), "
+        describe = (f"{model_cfg.num_parameters() / 1e6:.2f} M parameters, {dist.world} process(es) ({train.parallel}), "
                     f"{describe_batch(train, dist)}, sources {sampler.weights}")
         parts = TrainParts(model=model, optimizer=opt, data=sampler, evals=evals, name="pretrain", describe=describe,
-                           flops_per_token=mc.flops_per_token(train.seq_len),
+                           flops_per_token=model_cfg.flops_per_token(train.seq_len),
                            save_final=lambda m, folder: save_full_model(m, folder, AlayaTokenizer.load(tok_dir), dist))
         return run_training(cfg, run_dir, dist, parts, resume)
     finally:
