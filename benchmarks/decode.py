@@ -21,7 +21,7 @@ import torch
 from transformers import MptForCausalLM
 
 from alaya.infer.generate import GenerationConfig, generate
-from alaya.infer.backends import DECODE_PATHS, choose_backend
+from alaya.infer.backends import DECODE_PATHS, GraphBackend, choose_backend
 from alaya.infer.cpu_path import relayout_for_decoding
 from alaya.infer.loading import resolve_dtype
 from alaya.model.config import preset
@@ -93,6 +93,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-ctranslate2", action="store_true", help="leave out the CTranslate2 columns")
     ap.add_argument("--decode-path", default="auto", choices=DECODE_PATHS, help="as alaya infer --decode-path")
+    ap.add_argument("--graphs", action="store_true",
+                    help="add the static-cache compiled side (--decode-path graphs); always there on CUDA")
     args = ap.parse_args()
     from machine import cpu_model
 
@@ -110,8 +112,12 @@ def main() -> None:
     sides = {}
     ours = load_model(folder, device=args.device, dtype=dtype).eval().requires_grad_(False)
     relayout_for_decoding(ours)  # what alaya infer/chat/serve do after loading
-    backend = choose_backend(ours, args.decode_path)
+    # on CUDA the "alaya" side is today's path (torch) and "alaya graphs" the CUDA-graph one, side by side
+    backend = choose_backend(ours, "torch" if args.device.startswith("cuda") else args.decode_path)
     sides["alaya"] = (backend, weight_bytes(ours))
+    if args.graphs or args.device.startswith("cuda"):
+        mine = load_model(folder, device=args.device, dtype=dtype).eval().requires_grad_(False)
+        sides["alaya graphs"] = (GraphBackend(mine), weight_bytes(mine))
     if cpu:
         q8 = quantize_model(load_model(folder, device="cpu", dtype=torch.float32).eval().requires_grad_(False))
         sides["alaya int8"] = (choose_backend(q8, args.decode_path), weight_bytes(q8))
@@ -149,8 +155,11 @@ def main() -> None:
         runs["transformers"] = run_theirs
         for name, (run, _) in ct2.items():
             runs[name] = (lambda run=run: run(prompts, args.new_tokens))
-        for fn in runs.values():  # warm-up
-            fn()
+        for name, fn in runs.items():  # warm-up (the graphs side compiles, and on CUDA captures, its bucket here)
+            first = timed(fn, args.device)[1]
+            if name == "alaya graphs":
+                print(f"batch {B}: the graphs side's first call (compile + capture + decode) took {first:.1f} s",
+                      flush=True)
         # alternate the sides, so a slower spell of a shared machine falls on all; best of each
         best = {name: float("inf") for name in runs}
         for _ in range(args.repeats):
@@ -166,7 +175,8 @@ def main() -> None:
     names = list(rows[0])[1:]
     print(f"\n{args.preset} ({n_params / 1e6:.1f} M params), prompt {args.prompt_len}, {args.new_tokens} new tokens, "
           f"greedy, {args.device} ({cpu_model()}, {torch.get_num_threads()} threads; alaya decodes with "
-          f"{'the compiled CPU kernels' if backend.name == 'kernels' else 'torch'})")
+          f"{'the compiled CPU kernels' if backend.name == 'kernels' else 'torch'}"
+          f"{'; alaya graphs: a static cache, one compiled step' if 'alaya graphs' in sides else ''})")
     print(f"read bandwidth: median {bw / 1e9:.1f} GB/s over {len(rounds)} rounds (spread {min(rounds) / 1e9:.1f}-"
           f"{max(rounds) / 1e9:.1f}); weights: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in bytes_of.items()))
     print(f"{'batch':>5} " + " ".join(f"{n:>19}" for n in names))

@@ -155,3 +155,30 @@ def test_batches_of_real_demos_come_in_a_handful_of_shapes(packing, sft_tok):
     # 0 turns the buckets off: each batch as long as its longest row
     free = SFTBatches(encoded, 512, sft_tok.pad_id, packing=False, seed=0, pad_multiple=0).global_batch(4, 1, 1, 0)[0]
     assert free["input_ids"].shape[1] == int(free["attention_mask"].sum(1).max())
+
+
+def test_example_averaging_weighs_every_example_once_whatever_its_length(encoded, sft_tok):
+    import torch.nn.functional as F
+
+    m = model()
+    # the definition, one example at a time: the mean over its supervised tokens, then the mean over examples
+    per_example = []
+    with torch.no_grad():
+        for e in encoded:
+            logits, _ = m(torch.tensor([e.input_ids]))
+            labels = torch.tensor(e.labels[1:])
+            keep = labels != -100
+            per_example.append(float(F.cross_entropy(logits[0, :-1][keep], labels[keep])))
+    expect = sum(per_example) / len(per_example)
+    packed = collate([encoded[:3], encoded[3:]], sft_tok.pad_id, per_example=True)
+    assert float(packed["loss_weights"].sum()) == pytest.approx(len(encoded), rel=1e-6)
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)
+    loss, _, supervised = train_step(m, opt, [packed], lr=0.0, grad_clip=1.0, precision="fp32")
+    assert loss == pytest.approx(expect, rel=1e-5)
+    assert supervised == supervised_tokens(packed)  # the metric still counts tokens
+    # token averaging of the same batch is another number: long examples weigh more there
+    token_loss, _, _ = train_step(m, opt, [collate([encoded[:3], encoded[3:]], sft_tok.pad_id)], lr=0.0,
+                                  grad_clip=1.0, precision="fp32")
+    assert abs(token_loss - expect) > 1e-3
+    with pytest.raises(ValueError, match="train.loss_average must be one of token, example"):
+        SFTBatches(encoded, 128, sft_tok.pad_id, True, 0, loss_average="sequence")

@@ -10,10 +10,16 @@ model file (:mod:`alaya.model.mpt`) stays the network alone.
   the other products (prefill, larger batches) run in the compiled few-rows kernel or numpy's BLAS, through
   :class:`~alaya.infer.cpu_path.KernelLinear` modules put in the place of the model's Linears (same
   parameters, same state dict). PyTorch's own threads are held to one while it decodes.
+- ``graphs`` (:class:`GraphBackend`): gpt-fast's design for accelerators. A static KV cache of a bucketed
+  capacity, the position as a device tensor and a full-width mask, so every decoding step has the same
+  shapes; the step is compiled once per (batch, capacity) bucket with ``fullgraph=True`` and, on CUDA,
+  ``mode="reduce-overhead"``: one CUDA-graph replay per token instead of ~70 kernel launches from Python.
+  The prefill runs the model's forward as it is.
 
 Which one: :func:`choose_backend` with the setting ``--decode-path`` (``auto``, ``torch``, ``kernels``,
-``measure``). ``auto`` on a CPU fp32/int8 model uses the measurement kept for this machine and model shape
-(:mod:`alaya.infer.cpu_path`), measuring once when there is none; anywhere else it is ``torch``.
+``graphs``, ``measure``). ``auto`` uses the measurement kept for this machine, model shape and weight
+format (:mod:`alaya.infer.cpu_path`), measuring once when there is none: on a CPU fp32/int8 model between
+``torch`` and ``kernels``, on CUDA between ``torch`` and ``graphs``; elsewhere it is ``torch``.
 """
 from __future__ import annotations
 
@@ -33,7 +39,9 @@ from alaya.infer.cpu_path import (KernelHead, KernelLinear, decode_threads, kern
 from alaya.infer.int8 import set_kernels
 from alaya.model.mpt import AlayaForCausalLM, KVCache, TiedHead
 
-DECODE_PATHS = ("auto", "torch", "kernels", "measure")
+DECODE_PATHS = ("auto", "torch", "kernels", "graphs", "measure")
+BUCKET = 256  # the static cache's capacity is rounded up to a multiple of this (one compiled graph per bucket)
+KEEP_BUCKETS = 4  # static caches (and their graphs) kept alive at once, the least recently used dropped
 
 
 class Steps:
@@ -63,6 +71,13 @@ class TorchBackend:
     def __init__(self, model: AlayaForCausalLM):
         self.model = model
 
+    def capacity(self, needed: int) -> int:
+        """The KV-cache capacity a decoding run that needs ``needed`` positions gets."""
+        return needed
+
+    def new_cache(self, batch_size: int, capacity: int) -> KVCache:
+        return self.model.new_cache(batch_size, capacity)
+
     def threads(self) -> ContextManager:
         return contextlib.nullcontext()
 
@@ -88,7 +103,7 @@ class _FusedSteps(Steps):
         return self.fused.step(np.array(tokens, dtype=np.int64), self.mask_np[:, : self.cache.length + 1], self.cache)
 
 
-class KernelsBackend:
+class KernelsBackend(TorchBackend):
     """The compiled CPU path (module docstring). Construction puts the kernel modules in place and stores the
     weight matrices row-major in numpy-allocated memory; :meth:`close` gives the model back to PyTorch's
     layout and modules. Results agree with :class:`TorchBackend` to float rounding."""
@@ -127,7 +142,80 @@ class KernelsBackend:
         return "kernels"
 
 
-Backend = TorchBackend | KernelsBackend  # (the CUDA-graph backend of the GPU work joins here)
+class _StaticDecoder(nn.Module):
+    """The model and one static KV cache held as buffers, so that the compiled step sees the same addresses
+    at every replay (a CUDA graph replays fixed memory)."""
+
+    def __init__(self, model: AlayaForCausalLM, batch_size: int, capacity: int):
+        super().__init__()
+        self.model = model
+        cache = model.new_cache(batch_size, capacity)
+        self.register_buffer("keys", cache.keys.zero_(), persistent=False)
+        self.register_buffer("values", cache.values.zero_(), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits [B, 1, V] of one new token per row ([B, 1]) written at ``position`` ([1]); ``mask`` [B, capacity]."""
+        logits, _ = self.model(tokens, attention_mask=mask, cache=KVCache(self.keys, self.values, position=position))
+        return logits
+
+
+class _GraphSteps(Steps):
+    def __init__(self, model: AlayaForCausalLM, mask: torch.Tensor, cache: KVCache, step):
+        super().__init__(model, mask, cache)
+        self.compiled_step = step
+        self.position = torch.zeros(1, dtype=torch.long, device=mask.device)
+
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = super().prefill(ids)  # the model's forward, writing the prompts into the static buffers
+        self.position.fill_(self.cache.length)
+        return logits
+
+    def step(self, tokens: list[int]) -> torch.Tensor:
+        tok = torch.tensor(tokens, device=self.mask.device)[:, None]
+        logits = self.compiled_step(tok, self.position, self.mask)
+        self.position.add_(1)
+        self.cache.length += 1
+        return logits.clone()  # a graph's output is overwritten by the next replay
+
+
+class GraphBackend(TorchBackend):
+    """Static-shape decoding steps, compiled once per (batch, capacity) bucket (module docstring). Greedy
+    output equals :class:`TorchBackend`'s; the first step of a new bucket compiles (and on CUDA captures)
+    the graph, the later ones replay it."""
+
+    name = "graphs"
+
+    def __init__(self, model: AlayaForCausalLM):
+        super().__init__(model)
+        self.mode = "reduce-overhead" if model.device.type == "cuda" else None
+        self._buckets: dict[tuple[int, int], tuple[_StaticDecoder, object]] = {}
+
+    def capacity(self, needed: int) -> int:
+        return min(-(-needed // BUCKET) * BUCKET, max(needed, self.model.config.max_seq_len))
+
+    def _bucket(self, batch_size: int, capacity: int) -> tuple[_StaticDecoder, object]:
+        key = (batch_size, capacity)
+        if key not in self._buckets:
+            if len(self._buckets) >= KEEP_BUCKETS:
+                self._buckets.pop(next(iter(self._buckets)))
+            runner = _StaticDecoder(self.model, batch_size, capacity)
+            self._buckets[key] = (runner, torch.compile(runner, mode=self.mode, fullgraph=True, dynamic=False))
+        self._buckets[key] = self._buckets.pop(key)  # the most recently used last
+        return self._buckets[key]
+
+    def new_cache(self, batch_size: int, capacity: int) -> KVCache:
+        runner, _ = self._bucket(batch_size, capacity)
+        return KVCache(runner.keys, runner.values)
+
+    def start(self, mask: torch.Tensor, cache: KVCache) -> Steps:
+        _, step = self._bucket(mask.shape[0], mask.shape[1])
+        return _GraphSteps(self.model, mask, cache, step)
+
+    def describe(self) -> str:
+        return f"graphs ({self.model.device.type})"
+
+
+Backend = TorchBackend | KernelsBackend | GraphBackend
 
 
 def as_backend(model_or_backend: "AlayaForCausalLM | Backend") -> Backend:
@@ -137,68 +225,91 @@ def as_backend(model_or_backend: "AlayaForCausalLM | Backend") -> Backend:
     return model_or_backend
 
 
+BACKENDS = {"torch": TorchBackend, "kernels": KernelsBackend, "graphs": GraphBackend}
+
+
+def _measured_pair(model: AlayaForCausalLM) -> tuple[str, str] | None:
+    """The two paths ``auto`` chooses between for this model, or None (then it is ``torch``)."""
+    act = model.transformer.norm_f.weight
+    if act.device.type == "cpu" and act.dtype == torch.float32:
+        return "torch", "kernels"
+    if act.device.type == "cuda":
+        return "torch", "graphs"
+    return None
+
+
 def choose_backend(model: AlayaForCausalLM, path: str | None = "auto", margin: float = 1.15) -> Backend:
     """The backend for ``path`` (:data:`DECODE_PATHS`); None means ``auto``.
 
-    ``auto``: ``torch`` except for a CPU fp32 or int8 model, where it is the measured choice kept for this
-    machine and model shape (:func:`alaya.infer.cpu_path.read_choice`), measured now when there is none:
-    whole decoding steps at a realistic KV-cache length, each path in its own weight layout, alternated,
-    best of each; ``kernels`` when at least ``margin`` times faster. The choice is kept so that the same
-    machine does not flip between paths from run to run on timing noise. ``measure`` measures again and
-    keeps the new result. The environment variable ``ALAYA_CPU_PATH`` (``torch`` or ``kernels``) sets what
-    ``auto`` means (tests pin it)."""
+    ``auto``: the measured choice kept for this machine, model shape and weight format
+    (:func:`alaya.infer.cpu_path.read_choice`) between ``torch`` and ``kernels`` (CPU, fp32 or int8) or
+    ``torch`` and ``graphs`` (CUDA); measured now when there is none: whole decoding steps at a realistic
+    KV-cache length, each path in its own weight layout, alternated, best of each, after a warm-up step
+    (which compiles); the other path when at least ``margin`` times faster than ``torch``. The choice is
+    kept so that the same machine does not flip between paths from run to run on timing noise. Anywhere
+    else ``auto`` is ``torch``. ``measure`` measures again and keeps the new result. On the CPU the
+    environment variable ``ALAYA_CPU_PATH`` (``torch`` or ``kernels``) sets what ``auto`` means (tests pin it)."""
     path = path or "auto"
     if path not in DECODE_PATHS:
         raise ValueError(f"--decode-path must be one of {', '.join(DECODE_PATHS)}, got {path!r}")
-    if path == "torch":
+    if path in BACKENDS:
+        return BACKENDS[path](model)
+    pair = _measured_pair(model)
+    if pair is None:
         return TorchBackend(model)
-    if path == "kernels":
-        return KernelsBackend(model)
-    act = model.transformer.norm_f.weight
-    if act.device.type != "cpu" or act.dtype != torch.float32:
-        return TorchBackend(model)
-    forced = os.environ.get("ALAYA_CPU_PATH", "auto") if path == "auto" else "measure"
-    if forced not in ("auto", "kernels", "torch", "measure"):
-        raise ValueError(f"ALAYA_CPU_PATH must be auto, kernels, torch or measure, got {forced!r}")
-    want = forced if forced in ("kernels", "torch") else (read_choice(model) if forced == "auto" else None)
+    forced = "measure" if path == "measure" else "auto"
+    if pair[1] == "kernels" and path == "auto":
+        forced = os.environ.get("ALAYA_CPU_PATH", "auto")
+        if forced not in ("auto", "kernels", "torch", "measure"):
+            raise ValueError(f"ALAYA_CPU_PATH must be auto, kernels, torch or measure, got {forced!r}")
+    want = forced if forced in BACKENDS else (read_choice(model) if forced == "auto" else None)
     if want is None:
-        want = _measure(model, margin)
-    return KernelsBackend(model) if want == "kernels" else TorchBackend(model)
+        want = _measure(model, pair, margin)
+    return BACKENDS[want](model)
 
 
-def _measure(model: AlayaForCausalLM, margin: float) -> str:
-    if not kernels_cached():
+def _measure(model: AlayaForCausalLM, pair: tuple[str, str], margin: float) -> str:
+    base, other = pair
+    if other == "kernels" and not kernels_cached():
         print("compiling the CPU decoding kernels (once; later runs load them from numba's cache, "
               "this takes up to a minute)...", file=sys.stderr, flush=True)
-    step_torch = step_kernels = float("inf")
+    if other == "graphs":
+        print("timing decoding with and without CUDA graphs (once per machine and model shape; the graph is "
+              "compiled first)...", file=sys.stderr, flush=True)
+    seconds = {base: float("inf"), other: float("inf")}
     for _ in range(2):  # alternated: a slow spell of a shared machine falls on both sides
-        step_torch = min(step_torch, decode_step_seconds(TorchBackend(model)))
-        kernels = KernelsBackend(model)
-        step_kernels = min(step_kernels, decode_step_seconds(kernels))
-        kernels.close()
-    want = "kernels" if step_torch >= margin * step_kernels else "torch"
-    remember_choice(model, want, {"torch_step_ms": round(step_torch * 1e3, 3),
-                                  "kernels_step_ms": round(step_kernels * 1e3, 3)})
+        for name in pair:
+            backend = BACKENDS[name](model)
+            seconds[name] = min(seconds[name], decode_step_seconds(backend))
+            backend.close()
+    want = other if seconds[base] >= margin * seconds[other] else base
+    remember_choice(model, want, {f"{name}_step_ms": round(t * 1e3, 3) for name, t in seconds.items()})
     return want
 
 
 @torch.inference_mode()
-def decode_step_seconds(backend, steps: int = 3) -> float:
-    """Best time of one-token decoding steps with a KV cache holding min(context / 2, 1024) positions (zeros:
-    the cost does not depend on the values)."""
+def decode_step_seconds(backend: Backend, steps: int = 3) -> float:
+    """Best time of one-token decoding steps after a prompt of min(context / 2, 1024) tokens (the first step
+    warms up: it compiles where the backend compiles)."""
     model = backend.model
-    context = max(1, min(model.config.max_seq_len // 2, 1024))
-    cache = model.new_cache(1, context + steps + 1)
-    cache.keys.zero_()
-    cache.values.zero_()
-    cache.length = context
-    mask = torch.ones(1, context + steps + 1, dtype=torch.bool)
+    context = max(1, min(model.config.max_seq_len // 2, 1024, model.config.max_seq_len - steps - 1))
+    capacity = backend.capacity(context + steps + 1)
+    mask = torch.zeros(1, capacity, dtype=torch.bool, device=model.device)
+    mask[:, : context + steps + 1] = True
     best = float("inf")
     with backend.threads():
-        run = backend.start(mask, cache)
-        for i in range(steps + 1):  # the first step warms up
+        run = backend.start(mask, backend.new_cache(1, capacity))
+        run.prefill(torch.full((1, context), 4, dtype=torch.long, device=model.device))
+        for i in range(steps + 1):
+            _sync(model.device)
             t0 = time.perf_counter()
             run.step([4])
+            _sync(model.device)
             if i:
                 best = min(best, time.perf_counter() - t0)
     return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -49,9 +49,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_decode_path_arg(g) -> None:
-    g.add_argument("--decode-path", default="auto", choices=["auto", "torch", "kernels", "measure"],
-                   help="which code decodes: torch, or the compiled CPU kernels (fp32/int8 on CPU); auto uses the "
-                        "choice measured once for this machine and model shape (measure: measure it again)")
+    g.add_argument("--decode-path", default="auto", choices=["auto", "torch", "kernels", "graphs", "measure"],
+                   help="which code decodes: torch, the compiled CPU kernels (fp32/int8 on CPU), or graphs (a static "
+                        "cache, one compiled graph per step; CUDA graphs on a GPU); auto uses the choice measured "
+                        "once for this machine and model shape (measure: measure it again)")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

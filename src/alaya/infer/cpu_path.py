@@ -97,16 +97,20 @@ def choice_file() -> Path:
 
 
 def _choice_key(model: AlayaForCausalLM) -> str:
-    """What the choice depends on: the processor, the threads, the library versions, the weights' format and
-    the shapes. A different model size or machine is measured again; the same one reuses the decision."""
+    """What the choice depends on: the processor (or GPU), the threads, the library versions, the weights'
+    format and the shapes. A different model size or machine is measured again; the same one reuses the
+    decision."""
     c = model.config
-    kind = "int8" if is_quantized(model) else "fp32"
-    return (f"{cpu_name()}|threads {torch.get_num_threads()}|torch {torch.__version__}|numba {numba.__version__}"
+    device = model.device
+    dtype = model.transformer.norm_f.weight.dtype
+    kind = "int8" if is_quantized(model) else "fp32" if dtype == torch.float32 else str(dtype).replace("torch.", "")
+    where = cpu_name() if device.type == "cpu" else f"{device.type} {torch.cuda.get_device_name(device)}"
+    return (f"{where}|threads {torch.get_num_threads()}|torch {torch.__version__}|numba {numba.__version__}"
             f"|{kind}|d {c.d_model} h {c.n_heads} l {c.n_layers} v {c.vocab_size} ffn {c.expansion_ratio}")
 
 
 def read_choice(model: AlayaForCausalLM) -> str | None:
-    """The kept choice (``"kernels"`` or ``"torch"``) for this machine and model shape, or None."""
+    """The kept choice (a :data:`alaya.infer.backends.DECODE_PATHS` name) for this machine and model shape, or None."""
     return _read_choices().get(_choice_key(model), {}).get("path")
 
 

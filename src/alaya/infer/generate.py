@@ -62,10 +62,12 @@ def _finite(logits: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(logits, nan=float("-inf"), posinf=big, neginf=float("-inf"))
 
 
-def _filter_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor):
-    """Temperature, then top-k, then top-p (nucleus), each per row ([B, 1] tensors; 0 / 1 switch off)."""
+def _filter_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                   truncate: bool = True):
+    """Temperature, then top-k, then top-p (nucleus), each per row ([B, 1] tensors; 0 / 1 switch off).
+    ``truncate``: whether any row has a top-k or top-p (known on the host: no device sync to find out)."""
     logits = _finite(logits / temperature)
-    if bool((top_k > 0).any()) or bool((top_p < 1).any()):
+    if truncate:
         sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
         V = logits.shape[-1]
         kth = sorted_logits.gather(1, (top_k.clamp(1, V) - 1))
@@ -106,9 +108,9 @@ class BatchDecoder:
         self.B = B = len(prompts)
         self.L = L = max(len(p) for p in prompts)
         self.max_new = max(c.max_new_tokens for c in cfgs)
-        capacity = L + self.max_new
+        needed = L + self.max_new
         ctx = model.config.max_seq_len
-        if capacity > ctx:
+        if needed > ctx:
             raise ValueError(
                 f"prompt ({L} tokens) + max_new_tokens ({self.max_new}) exceeds the model's context "
                 f"({ctx}); truncate the prompt or ask for fewer tokens"
@@ -116,6 +118,7 @@ class BatchDecoder:
         device = self.device = model.device
         pad = cfgs[0].pad_token_id
         ids = torch.full((B, L), pad, dtype=torch.long)
+        capacity = self.backend.capacity(needed)  # a static cache's bucket may be larger than needed
         mask = torch.zeros((B, capacity), dtype=torch.bool)
         for i, p in enumerate(prompts):
             ids[i, L - len(p):] = torch.tensor(list(p), dtype=torch.long)
@@ -143,19 +146,20 @@ class BatchDecoder:
                 if c.banned_token_ids:
                     self.banned[i, c.banned_token_ids] = True
         self.eos = [c.eos_token_id for c in cfgs]
-        self.generators: list[torch.Generator | None] = []
-        for c in cfgs:
-            g = None
-            if c.temperature > 0:
-                g = torch.Generator(device=device)
-                # without a seed, fresh entropy: torch.seed() would also reseed the global generator
-                g.manual_seed(c.seed if c.seed is not None else secrets.randbits(63))
-            self.generators.append(g)
+        self.truncate = any(c.top_k > 0 or c.top_p < 1 for c in cfgs)
+        # a seeded row draws from its own generator, so its output does not depend on the rest of the batch;
+        # the unseeded rows draw together, in one call, from one generator with fresh entropy (torch.seed()
+        # would also reseed the global generator)
+        self.seeded = {i: torch.Generator(device=device).manual_seed(c.seed) for i, c in enumerate(cfgs)
+                       if c.temperature > 0 and c.seed is not None}
+        unseeded = [i for i, c in enumerate(cfgs) if c.temperature > 0 and c.seed is None]
+        self.unseeded = torch.tensor(unseeded, dtype=torch.long, device=device) if unseeded else None
+        self.shared = torch.Generator(device=device).manual_seed(secrets.randbits(63)) if unseeded else None
         self.tokens: list[list[int]] = [[] for _ in range(B)]
         self.finish_reason: list[str | None] = [None] * B
         self.alive = torch.ones(B, dtype=torch.bool, device=device)
         self._alive = [True] * B
-        self.cache = model.new_cache(B, capacity)
+        self.cache = self.backend.new_cache(B, capacity)
 
     def stop(self, row: int, reason: str = "stop") -> None:
         if self._alive[row]:
@@ -184,9 +188,12 @@ class BatchDecoder:
         else:
             tok = logits.argmax(-1)
         if not self.all_greedy:
-            probs = _filter_logits(logits, self.temperature, self.top_k, self.top_p).softmax(-1)
-            for i, g in enumerate(self.generators):
-                if g is not None and self._alive[i]:
+            probs = _filter_logits(logits, self.temperature, self.top_k, self.top_p, self.truncate).softmax(-1)
+            if self.unseeded is not None:  # one draw for all of them (a finished row's is not used)
+                draws = torch.multinomial(probs.index_select(0, self.unseeded), 1, generator=self.shared)
+                tok = tok.index_copy(0, self.unseeded, draws.squeeze(1).to(tok.dtype))
+            for i, g in self.seeded.items():
+                if self._alive[i]:
                     tok[i] = torch.multinomial(probs[i], 1, generator=g)[0]
         return tok.tolist()
 

@@ -51,28 +51,37 @@ def attention_bias(
     return bias.to(dtype)
 
 
-def decode_bias(slopes: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def decode_bias(slopes: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtype,
+                position: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`attention_bias` for one new query per row at the last of the S keys (a decoding step), in
-    fewer operations: it sees every valid key, and always itself."""
+    fewer operations: it sees every valid key, and always itself. With ``position`` (a device tensor [1],
+    a static cache), the query sits there instead and the keys after it are not seen: the same shapes at
+    every step."""
     B, S = key_valid.shape
-    rel = torch.arange(1 - S, 1, device=key_valid.device, dtype=torch.float32)  # key - query, <= 0
-    bias = (slopes[:, None] * rel).expand(B, -1, -1).masked_fill(~key_valid.bool()[:, None, :], float("-inf"))
-    bias[:, :, -1] = 0.0
+    if position is None:
+        rel = torch.arange(1 - S, 1, device=key_valid.device, dtype=torch.float32)  # key - query, <= 0
+        bias = (slopes[:, None] * rel).expand(B, -1, -1).masked_fill(~key_valid.bool()[:, None, :], float("-inf"))
+        bias[:, :, -1] = 0.0
+        return bias[:, :, None, :].to(dtype)
+    rel = (torch.arange(S, device=key_valid.device) - position).to(torch.float32)  # [S]
+    seen = (key_valid.bool() & (rel <= 0)) | (rel == 0)  # [B, S]
+    bias = (slopes[:, None] * rel).expand(B, -1, -1).masked_fill(~seen[:, None, :], float("-inf"))
     return bias[:, :, None, :].to(dtype)
 
 
 def attention_layout(slopes: torch.Tensor, attention_mask: torch.Tensor | None, segment_ids: torch.Tensor | None,
-                     past: int, T: int, dtype: torch.dtype, with_cache: bool) -> tuple[torch.Tensor | None, "Unpadded | None"]:
+                     past: int, T: int, dtype: torch.dtype, with_cache: bool,
+                     position: torch.Tensor | None = None) -> tuple[torch.Tensor | None, "Unpadded | None"]:
     """How a forward pass of T new tokens after ``past`` cached ones attends: the additive bias
     [B or 1, H, T, S] (None when each example builds its own, :class:`Unpadded` ``spans``) and the real
-    tokens to run on (None: the whole [B, T] batch)."""
+    tokens to run on (None: the whole [B, T] batch). ``position``: the one query's place in a static cache."""
     unpadded = None
     if attention_mask is not None and T > 1 and not torch.compiler.is_compiling():
         unpadded = Unpadded.of(attention_mask[:, past:], segment_ids, slopes, dtype, by_example=not with_cache)
     if unpadded is not None and unpadded.spans is not None:
         return None, unpadded
     if T == 1 and attention_mask is not None:
-        return decode_bias(slopes, attention_mask, dtype), unpadded
+        return decode_bias(slopes, attention_mask, dtype, position), unpadded
     query_pos = torch.arange(past, past + T, device=slopes.device)
     return attention_bias(slopes, query_pos, attention_mask, past + T, dtype, segment_ids), unpadded
 

@@ -30,11 +30,17 @@ from alaya.model.config import ModelConfig
 
 @dataclass
 class KVCache:
-    """Preallocated keys and values of every layer: [n_layers, B, H, capacity, head_dim] each."""
+    """Preallocated keys and values of every layer: [n_layers, B, H, capacity, head_dim] each.
+
+    ``length`` (a Python int) counts the positions written; each forward writes after them and attends to
+    them. With ``position`` set (a device tensor [1]), the cache is static: a forward takes one new token
+    per row, writes it at ``position`` and attends over the whole capacity with a [B, capacity] mask, so
+    every step has the same shapes (one compiled graph, replayed; ``length`` is left alone)."""
 
     keys: torch.Tensor
     values: torch.Tensor
     length: int = 0
+    position: torch.Tensor | None = None
 
     @classmethod
     def empty(
@@ -83,7 +89,11 @@ class Attention(nn.Module):
             qkv = unpadded.pad(qkv)
         B, T, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
         q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        if cache is not None:
+        if cache is not None and cache.position is not None:  # static: one token at a device position
+            cache.keys[layer].index_copy_(2, cache.position, k)
+            cache.values[layer].index_copy_(2, cache.position, v)
+            k, v = cache.keys[layer], cache.values[layer]
+        elif cache is not None:
             end = cache.length + T
             cache.keys[layer, :, :, cache.length : end] = k
             cache.values[layer, :, :, cache.length : end] = v
@@ -223,8 +233,11 @@ class AlayaForCausalLM(nn.Module):
         tokens only).
         """
         B, T = input_ids.shape
-        past = cache.length if cache is not None else 0
-        n_keys = past + T
+        static = cache is not None and cache.position is not None
+        past = cache.length if cache is not None and not static else 0
+        n_keys = cache.capacity if static else past + T
+        if static and (T != 1 or attention_mask is None):
+            raise ValueError("a static KV cache takes one new token per row and a [B, capacity] attention_mask")
         if cache is not None and n_keys > cache.capacity:
             raise ValueError(f"KV cache holds {cache.capacity} positions; {n_keys} requested")
         if attention_mask is not None and attention_mask.shape != (B, n_keys):
@@ -234,7 +247,7 @@ class AlayaForCausalLM(nn.Module):
             torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         )
         bias, unpadded = attention_layout(self.slopes(x.device), attention_mask, segment_ids, past, T, act_dtype,
-                                          with_cache=cache is not None)
+                                          with_cache=cache is not None, position=cache.position if static else None)
         if unpadded is not None:
             x = unpadded.unpad(x)
         for i, block in enumerate(self.transformer.blocks):
@@ -242,7 +255,7 @@ class AlayaForCausalLM(nn.Module):
                 x = checkpoint(block, x, bias, None, i, unpadded, use_reentrant=False)
             else:
                 x = block(x, bias, cache, i, unpadded)
-        if cache is not None:
+        if cache is not None and not static:
             cache.length = n_keys
         x = self.transformer.norm_f(x)
         return unpadded.pad(x) if unpadded is not None else x

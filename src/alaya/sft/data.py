@@ -231,10 +231,14 @@ def padding_share(lengths: list[int], seq_len: int, packing: bool) -> float:
 
 
 # ---------------------------------------------------------------------------------------- batches
-def collate(rows: list[list[Encoded]], pad_id: int, length: int | None = None) -> dict:
+LOSS_AVERAGES = ("token", "example")
+
+
+def collate(rows: list[list[Encoded]], pad_id: int, length: int | None = None, per_example: bool = False) -> dict:
     """A batch of rows, each holding one example or several packed ones, padded on the right to the longest
     row (or ``length``). Packed rows get ``segment_ids`` (1, 2, ... per example, 0 for padding) so
-    attention stays inside each example."""
+    attention stays inside each example. ``per_example``: ``loss_weights`` [B, T] give each supervised
+    label 1 / (its example's supervised tokens), so every example weighs 1 in the loss, whatever its length."""
     T = length or max(sum(len(e) for e in row) for row in rows)
     B = len(rows)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
@@ -242,6 +246,7 @@ def collate(rows: list[list[Encoded]], pad_id: int, length: int | None = None) -
     mask = torch.zeros((B, T), dtype=torch.long)
     packed = any(len(row) > 1 for row in rows)
     seg = torch.zeros((B, T), dtype=torch.long) if packed else None
+    weights = torch.zeros((B, T), dtype=torch.float32) if per_example else None
     for b, row in enumerate(rows):
         pos = 0
         for k, e in enumerate(row, 1):
@@ -251,10 +256,16 @@ def collate(rows: list[list[Encoded]], pad_id: int, length: int | None = None) -
             mask[b, pos : pos + n] = 1
             if seg is not None:
                 seg[b, pos : pos + n] = k
+            if weights is not None and e.supervised:
+                supervised = torch.tensor(e.labels) != IGNORE
+                supervised[0] = False  # nothing predicts an example's first token
+                weights[b, pos : pos + n] = supervised.float() / e.supervised
             pos += n
     batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
     if seg is not None:
         batch["segment_ids"] = seg
+    if weights is not None:
+        batch["loss_weights"] = weights
     return batch
 
 
@@ -263,11 +274,15 @@ class SFTBatches:
 
     A row is one example, or (``packing``) as many whole examples, in order, as fit in ``seq_len``. Every
     rank draws the same global batch and keeps its slice; the state is (pass, position), so a resumed
-    run continues with the very batches an uninterrupted one would have drawn.
+    run continues with the very batches an uninterrupted one would have drawn. ``loss_average``:
+    ``token`` (every supervised token weighs the same) or ``example`` (every example does; ``collate``).
     """
 
     def __init__(self, examples: list[Encoded], seq_len: int, pad_id: int, packing: bool, seed: int,
-                 pad_multiple: int = 128):
+                 pad_multiple: int = 128, loss_average: str = "token"):
+        if loss_average not in LOSS_AVERAGES:
+            raise ValueError(f"train.loss_average must be one of {', '.join(LOSS_AVERAGES)}, got {loss_average!r}")
+        self.per_example = loss_average == "example"
         if not examples:
             raise ValueError("the SFT mixture holds no training example")
         too_long = [len(e) for e in examples if len(e) > seq_len]
@@ -309,7 +324,8 @@ class SFTBatches:
         for k in range(accum):
             start = (k * world + rank) * micro_batch
             mine = rows[start : start + micro_batch]
-            out.append(collate(mine, self.pad_id, self.padded_length(max(sum(map(len, r)) for r in mine))))
+            out.append(collate(mine, self.pad_id, self.padded_length(max(sum(map(len, r)) for r in mine)),
+                               self.per_example))
         return out
 
     def padded_length(self, longest: int) -> int:

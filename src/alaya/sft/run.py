@@ -17,7 +17,7 @@ import torch
 from alaya.fileio import write_json_atomic, write_text_atomic
 from alaya.model.hf import load_model
 from alaya.model.lora import DEFAULT_TARGETS, adapter_config, adapter_state_dict, add_lora, save_adapter
-from alaya.sft.data import SFTBatches, eval_batches, load_sft_data, materialize_sources, padding_share
+from alaya.sft.data import LOSS_AVERAGES, SFTBatches, eval_batches, load_sft_data, materialize_sources, padding_share
 from alaya.sft.formats import CATEGORIES
 from alaya.sft.template import LENGTH_POLICIES
 from alaya.tokenizer import AlayaTokenizer
@@ -54,7 +54,8 @@ SFT_DEFAULTS: dict = {
     # the training keys are pretraining's (one meaning each), plus packing
     # packing: several examples per row; pad_multiple: rows padded to a multiple of it (packed rows: seq_len),
     # so a run has a handful of shapes
-    "train": {**PRETRAIN_DEFAULTS["train"], "packing": False, "pad_multiple": 128},
+    # loss_average: token (every supervised token weighs the same) or example (every example does)
+    "train": {**PRETRAIN_DEFAULTS["train"], "packing": False, "pad_multiple": 128, "loss_average": "token"},
     "eval": {"every": 50, "samples": DEFAULT_SAMPLES, "max_new_tokens": 48},
     "log": dict(PRETRAIN_DEFAULTS["log"]),
 }
@@ -89,6 +90,8 @@ def check_sft_config(cfg: dict) -> None:
     pad = cfg["train"]["pad_multiple"]
     need(isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0,
          f"train.pad_multiple must be an integer >= 0, got {pad!r}")
+    need(cfg["train"]["loss_average"] in LOSS_AVERAGES,
+         f"train.loss_average must be one of {', '.join(LOSS_AVERAGES)}, got {cfg['train']['loss_average']!r}")
 
 
 def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, dist: distributed.Dist, fsdp: bool):
@@ -134,7 +137,8 @@ def _sft_data(cfg: dict, run_dir: Path, dist: distributed.Dist, tok: AlayaTokeni
             first = data.quarantine.records[0]
             print(f"{data.quarantine.count} malformed records quarantined (first: {first.file}:{first.line}: "
                   f"{first.reason}); see {run_dir / 'quarantine.jsonl'}", file=sys.stderr)
-    batches = SFTBatches(data.train, train.seq_len, tok.pad_id, packing, cfg["seed"], cfg["train"]["pad_multiple"])
+    batches = SFTBatches(data.train, train.seq_len, tok.pad_id, packing, cfg["seed"], cfg["train"]["pad_multiple"],
+                         cfg["train"]["loss_average"])
     evals = eval_batches(data.heldout, train.micro_batch_size, tok.pad_id) or None
     return data, batches, evals
 

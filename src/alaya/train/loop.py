@@ -71,6 +71,14 @@ def supervised_tokens(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != IGNORE).sum())
 
 
+def loss_weight(batch: dict) -> float:
+    """What the batch's summed loss is divided by, summed over the step: its supervised tokens, or the sum of
+    its ``loss_weights`` (SFT with train.loss_average=example: the number of examples)."""
+    if "loss_weights" in batch:
+        return float(batch["loss_weights"].sum())
+    return float(supervised_tokens(batch))
+
+
 def real_tokens(batch: dict) -> int:
     """Tokens that are not padding (what tokens/s and MFU count)."""
     mask = batch.get("attention_mask")
@@ -101,8 +109,11 @@ def _supervised_ce(model: torch.nn.Module, batch: dict, device: torch.device, pr
 
 
 def loss_sum(model: torch.nn.Module, batch: dict, device: torch.device, precision: str) -> torch.Tensor:
-    """Summed next-token cross-entropy of the batch's supervised tokens (fp32)."""
-    ce, _ = _supervised_ce(model, batch, device, precision)
+    """Summed next-token cross-entropy of the batch's supervised tokens (fp32), each weighted by its
+    ``loss_weights`` when the batch has them."""
+    ce, at = _supervised_ce(model, batch, device, precision)
+    if "loss_weights" in batch:
+        ce = ce * batch["loss_weights"][:, 1:][at[:, :-1]].to(ce.device, non_blocking=True)
     return ce.sum()
 
 
@@ -135,8 +146,10 @@ def train_step(
     model.train()
     set_lr(optimizer, lr)
     n_global = distributed.all_sum(float(sum(supervised_tokens(b) for b in micro_batches)), dist)
+    weighted = any("loss_weights" in b for b in micro_batches)
+    weight = distributed.all_sum(sum(loss_weight(b) for b in micro_batches), dist) if weighted else n_global
     # DDP and FSDP2 average the ranks' gradients; scaling by the world size turns that into their sum
-    scale = dist.world / max(n_global, 1.0)
+    scale = dist.world / max(weight, 1e-12) if weight else 0.0
     total = None  # the summed loss stays on the device: one read at the end of the step, not one per micro-batch
     for i, batch in enumerate(micro_batches):
         with _grad_sync(model, i == len(micro_batches) - 1):
@@ -149,7 +162,7 @@ def train_step(
         norm = norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return distributed.all_sum(float(total), dist) / max(n_global, 1.0), float(norm), int(n_global)
+    return distributed.all_sum(float(total), dist) / max(weight, 1e-12), float(norm), int(n_global)
 
 
 @torch.no_grad()

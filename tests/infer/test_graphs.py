@@ -1,0 +1,108 @@
+"""The static-cache decoding backend (``--decode-path graphs``, gpt-fast's design): greedy output equal to the
+model's own forward and to transformers, the same shapes at every step (no recompilation within a bucket,
+counted with dynamo's counters), and the static cache's attention equal to the growing cache's."""
+import copy
+
+import pytest
+import torch
+
+from alaya.infer.backends import BUCKET, GraphBackend, TorchBackend, choose_backend
+from alaya.infer.generate import BatchDecoder, GenerationConfig, generate
+from alaya.model.mpt import AlayaForCausalLM, KVCache
+
+PROMPTS = [[5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], [100]]
+
+
+@pytest.fixture(scope="module")
+def models():
+    from alaya.model.config import ModelConfig
+
+    torch.manual_seed(0)
+    # 6 heads (MPT's slope interleaving), a context of two buckets
+    ref = AlayaForCausalLM(ModelConfig(d_model=48, n_heads=6, n_layers=2, vocab_size=320, max_seq_len=2 * BUCKET))
+    ref.eval().requires_grad_(False)
+    with torch.no_grad():
+        ref.transformer.wte.weight.mul_(3)  # peaked logits: greedy ties are out of reach
+    torch._dynamo.reset()
+    return ref, GraphBackend(copy.deepcopy(ref))
+
+
+@torch.inference_mode()
+def test_a_static_cache_step_gives_the_growing_cache_logits(models):
+    ref, _ = models
+    B, L, cap = 3, 9, 32
+    ids = torch.randint(4, 320, (B, L))
+    mask = torch.ones(B, cap, dtype=torch.bool)
+    mask[1, :4] = False  # left padding in row 1
+    grow = ref.new_cache(B, cap)
+    static = ref.new_cache(B, cap)
+    static.keys.zero_(), static.values.zero_()  # as GraphBackend makes it: unwritten positions hold zeros, not NaN
+    ref(ids, attention_mask=mask[:, :L], cache=grow)
+    ref(ids, attention_mask=mask[:, :L], cache=static)
+    for step in range(5):
+        tok = torch.randint(4, 320, (B, 1))
+        expect, _ = ref(tok, attention_mask=mask[:, : L + step + 1], cache=grow)
+        position = torch.tensor([L + step])
+        got, _ = ref(tok, attention_mask=mask, cache=KVCache(static.keys, static.values, position=position))
+        torch.testing.assert_close(got, expect, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one new token per row"):
+        ref(torch.ones(B, 2, dtype=torch.long), attention_mask=mask, cache=KVCache(static.keys, static.values,
+                                                                                   position=torch.tensor([0])))
+
+
+def test_greedy_output_equals_the_torch_path_and_transformers(models, tmp_path):
+    from transformers import MptForCausalLM
+
+    from alaya.model.hf import save_model
+
+    ref, graphs = models
+    cfg = GenerationConfig(max_new_tokens=24, temperature=0, eos_token_id=-1)
+    ours = generate(graphs, PROMPTS, cfg)
+    assert ours == generate(TorchBackend(ref), PROMPTS, cfg)
+    save_model(ref, tmp_path)
+    theirs = MptForCausalLM.from_pretrained(tmp_path).eval()
+    for prompt, tokens in zip(PROMPTS, ours):  # one row at a time: no padding on transformers' side
+        out = theirs.generate(torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24, do_sample=False,
+                              pad_token_id=2, eos_token_id=2, bad_words_ids=[[3]])
+        assert out[0, len(prompt):].tolist() == tokens
+
+
+def test_no_recompilation_over_100_steps_and_three_prompt_lengths_in_one_bucket(models):
+    from torch._dynamo.utils import counters
+
+    _, graphs = models
+    cfg = GenerationConfig(max_new_tokens=100, temperature=0, eos_token_id=-1)
+    prompts = [[7] * n for n in (5, 40, 120)]  # prompt + 100 new tokens: one bucket of 256 positions
+    assert {graphs.capacity(len(p) + 100) for p in prompts} == {BUCKET}
+    generate(graphs, [prompts[0]], cfg)  # compiles this bucket's step, if no earlier test did
+    before = dict(counters["stats"])
+    for p in prompts:
+        decoder = BatchDecoder(graphs, [p], cfg)
+        steps = sum(1 for _ in decoder)
+        assert steps == 100 and decoder.finish_reason == ["length"]
+    assert dict(counters["stats"]) == before  # no new frame compiled, no new graph
+
+
+def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(models):
+    ref, graphs = models
+    sampled = GenerationConfig(max_new_tokens=16, temperature=0.9, top_p=0.9, seed=3)
+    alone = generate(graphs, [PROMPTS[0]], sampled)[0]
+    unseeded = GenerationConfig(max_new_tokens=16, temperature=0.9)
+    mixed = generate(graphs, PROMPTS, [sampled, unseeded, unseeded])
+    assert mixed[0] == alone == generate(TorchBackend(ref), [PROMPTS[0]], sampled)[0]
+
+
+def test_a_new_bucket_is_a_new_cache_and_the_least_recent_is_dropped(models):
+    _, graphs = models
+    assert graphs.capacity(1) == BUCKET and graphs.capacity(BUCKET + 1) == 2 * BUCKET
+    assert graphs.capacity(2 * BUCKET) == 2 * BUCKET  # never beyond the model's context
+    a = graphs.new_cache(2, BUCKET)
+    assert a.keys.shape[1] == 2 and a.keys.shape[3] == BUCKET
+    assert graphs.new_cache(2, BUCKET).keys.data_ptr() == a.keys.data_ptr()  # the same buffers: the same graph
+
+
+def test_graphs_is_a_decode_path_of_its_own():
+    m = AlayaForCausalLM(__import__("alaya.model.config", fromlist=["ModelConfig"]).ModelConfig(
+        d_model=32, n_heads=2, n_layers=1, vocab_size=300, max_seq_len=64))
+    assert isinstance(choose_backend(m, "graphs"), GraphBackend)
+    assert choose_backend(m, "graphs").describe() == "graphs (cpu)"
