@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--corpus", nargs="+", default=["builtin:demo"], help="JSONL/Parquet/text files, folders, globs or builtin:demo (default)")
     q.add_argument("--preset", default="alaya-tiny", help="model preset (default: %(default)s)")
     q.add_argument("--steps", type=int, default=None, help="pretraining steps (default: 600, --fast 40)")
-    q.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: 300, --fast 30)")
+    q.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: 600, --fast 30)")
     q.add_argument("--fast", action="store_true", help="few steps and a short evaluation: a check that everything runs")
     q.add_argument("--restart", action="store_true", help="delete the work folder's outputs and start over")
     q.add_argument("--data-dir", default=None, help="benchmark sets for the multiple-choice slice (default: $ALAYA_DATA, else ../shared/data)")

@@ -212,7 +212,11 @@ def sft_config(p: QuickstartRun) -> dict:
             "optimizer": {"lr": 3.0e-3, "min_lr": 3.0e-4, "weight_decay": 0.0, "grad_clip": 0.3},
             "schedule": {"warmup_steps": max(1, p.sft_steps // 10), "max_steps": p.sft_steps},
             "checkpoint": {"every": max(1, p.sft_steps // 4), "keep": 1},
-            "train": {"seq_len": seq, "micro_batch_size": 16, "precision": "fp32", "packing": True},
+            # every reply weighs the same in the loss, however long: the short identity and refusal replies,
+            # where ending with </s> is a large share of what there is to learn, are not outweighed by the long
+            # general ones (with 600 steps this took the held-out identity stop rate from 0.60 to 1.0)
+            "train": {"seq_len": seq, "micro_batch_size": 16, "precision": "fp32", "packing": True,
+                      "loss_average": "example"},
             "eval": {"every": p.sft_steps, "max_new_tokens": 32}, "log": {"progress": True}}
 
 
@@ -333,7 +337,7 @@ def run_quickstart(workdir: str | Path = "alaya-quickstart", corpus: Sequence[st
     preset(model_preset)  # an unknown preset fails before any work
     expand_paths(corpus)  # so does a missing corpus file
     steps = steps or (40 if fast else 600)
-    sft_steps = sft_steps or (30 if fast else 300)
+    sft_steps = sft_steps or (30 if fast else 600)
     p = QuickstartRun(Path(workdir), list(corpus), model_preset, steps, sft_steps, seed, eval_limit=20 if fast else 100,
              data_dir=Path(data_dir) if data_dir else default_data_dir(), log=log)
     p.workdir.mkdir(parents=True, exist_ok=True)

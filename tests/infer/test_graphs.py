@@ -106,3 +106,23 @@ def test_graphs_is_a_decode_path_of_its_own():
         d_model=32, n_heads=2, n_layers=1, vocab_size=300, max_seq_len=64))
     assert isinstance(choose_backend(m, "graphs"), GraphBackend)
     assert choose_backend(m, "graphs").describe() == "graphs (cpu)"
+
+
+def test_loading_with_decode_path_graphs_serves_what_the_torch_path_serves(model_dir):
+    """`alaya serve --decode-path graphs`: the server's scheduler decodes its batches through the same
+    compiled step, and answers what the torch path answers."""
+    from alaya.infer.loading import load_for_inference
+    from alaya.infer.scheduler import BatchScheduler, Job
+
+    graphs, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32", decode_path="graphs")
+    torch_path, _ = load_for_inference(str(model_dir), device="cpu", dtype="float32", decode_path="torch")
+    assert isinstance(graphs, GraphBackend) and type(torch_path) is TorchBackend
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0, eos_token_id=tok.eos_id, banned_token_ids=[3])
+    prompts = [tok.encode(p) for p in ("The model", "你好", "a longer prompt, in English")]
+    answers = {}
+    for name, backend in (("graphs", graphs), ("torch", torch_path)):
+        engine = BatchScheduler(backend, tok, max_batch=3, start=False)
+        jobs = [Job(p, cfg) for p in prompts]
+        engine._decode(jobs)  # one batch of three, as the worker thread runs it
+        answers[name] = [j.new_ids for j in jobs]
+    assert answers["graphs"] == answers["torch"] and all(answers["torch"])
