@@ -84,6 +84,7 @@ def ctranslate2_side(folder: str, quantization: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=None, help="the preset's width with this many layers")
     ap.add_argument("--preset", default="alaya-50m")
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=128)
@@ -104,7 +105,7 @@ def main() -> None:
     cpu = args.device == "cpu" and dtype == torch.float32
     torch.manual_seed(0)
     folder = tempfile.mkdtemp(prefix="alaya-decode-")
-    model = AlayaForCausalLM(preset(args.preset))
+    model = AlayaForCausalLM(preset(args.preset, **({"n_layers": args.layers} if args.layers else {})))
     from alaya.tokenizer import train_tokenizer  # a real tokenizer folder, which the CTranslate2 export reads
 
     tok = train_tokenizer(["decode benchmark text"], vocab_size=model.config.vocab_size, show_progress=False)

@@ -34,7 +34,8 @@ def build(args):
     from alaya.tokenizer import train_tokenizer
 
     examples = list(read_examples([str(p) for p in ALPACA], Quarantine()))
-    cfg = preset(args.preset, max_seq_len=max(args.seq_len, preset(args.preset).max_seq_len))
+    layers = {"n_layers": args.layers} if args.layers else {}
+    cfg = preset(args.preset, max_seq_len=max(args.seq_len, preset(args.preset).max_seq_len), **layers)
     tok = train_tokenizer((t for ex in examples for _, t in ex.turns), vocab_size=cfg.vocab_size, show_progress=False)
     encs = []
     for ex in examples:
@@ -119,6 +120,7 @@ def child(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=None, help="the preset's width with this many layers")
     ap.add_argument("--preset", default="alaya-10m")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--pad-multiple", type=int, default=0,

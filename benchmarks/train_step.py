@@ -24,7 +24,8 @@ def child(args) -> dict:
     from alaya.train.loop import autocast, train_step
     from alaya.train.optim import DecoupledAdamW
 
-    cfg = preset(args.preset, max_seq_len=max(args.seq_len, preset(args.preset).max_seq_len))
+    layers = {"n_layers": args.layers} if args.layers else {}
+    cfg = preset(args.preset, max_seq_len=max(args.seq_len, preset(args.preset).max_seq_len), **layers)
     device = torch.device(args.device)
     torch.manual_seed(0)
     ours = AlayaForCausalLM(cfg).to(device)
@@ -80,6 +81,7 @@ def child(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=None, help="the preset's width with this many layers")
     ap.add_argument("--preset", default="alaya-50m")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--batch", type=int, default=4)

@@ -22,6 +22,16 @@ def test_reply_filter_removes_exactly_the_output_flag():
     assert clean_reply("答案 </s>") == "答案" and clean_reply("ok \n") == "ok"
 
 
+
+def test_a_streamed_reply_holds_whitespace_until_text_follows_and_never_ends_with_it():
+    f = ReplyFilter(OUTPUT_FLAG)
+    pieces = [f.feed(p) for p in [OUTPUT_FLAG + "I am", " ", "Alaya.", " ", "\n"]] + [f.flush()]
+    assert pieces == ["I am", "", " Alaya.", "", "", ""]  # the space before </s> never reaches the reply
+    assert "".join(pieces) == "I am Alaya."
+    g = ReplyFilter(OUTPUT_FLAG)
+    assert g.feed("a \n") == "a" and g.feed("b") == " \nb"  # whitespace inside a reply is kept
+
+
 def test_history_is_the_published_format_and_is_trimmed_oldest_first(model_dir):
     _, tok = load_for_inference(str(model_dir))
     history = ["第一个问题", "第一个回答", "second question " * 3, "second answer " * 3]

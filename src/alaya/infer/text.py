@@ -91,30 +91,40 @@ class ReplyFilter:
 
     The published api.py strips it with ``str.lstrip(flag)``, which also eats any reply that starts with
     one of the flag's characters (``Output is ...`` loses ``Outp``); here exactly the flag is removed.
+    Whitespace is held back until more text follows it, so a reply does not end with the space the format
+    puts before ``</s>``.
     """
 
     def __init__(self, flag: str):
         self.flag = flag
         self.buf = ""
         self.decided = False
+        self.spaces = ""  # trailing whitespace held back
+
+    def _hold(self, text: str) -> str:
+        text = self.spaces + text
+        kept = text.rstrip()
+        self.spaces = text[len(kept):]
+        return kept
 
     def feed(self, piece: str) -> str:
         if self.decided:
-            return piece
+            return self._hold(piece)
         self.buf += piece
         if self.buf.startswith(self.flag):
             self.decided = True
-            return self.buf[len(self.flag):]
+            return self._hold(self.buf[len(self.flag):])
         if self.flag.startswith(self.buf):
             return ""  # could still become the flag
         self.decided = True
-        return self.buf
+        return self._hold(self.buf)
 
     def flush(self) -> str:
+        """The end of the reply: held whitespace is dropped."""
         if self.decided:
             return ""
         self.decided = True
-        return "" if self.flag.startswith(self.buf) else self.buf
+        return "" if self.flag.startswith(self.buf) else self.buf.rstrip()
 
 
 class StreamedText:
