@@ -71,13 +71,16 @@ def decode_bias(slopes: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtyp
 
 def attention_layout(slopes: torch.Tensor, attention_mask: torch.Tensor | None, segment_ids: torch.Tensor | None,
                      past: int, T: int, dtype: torch.dtype, with_cache: bool,
-                     position: torch.Tensor | None = None) -> tuple[torch.Tensor | None, "Unpadded | None"]:
+                     position: torch.Tensor | None = None,
+                     real_index: torch.Tensor | None = None) -> tuple[torch.Tensor | None, "Unpadded | None"]:
     """How a forward pass of T new tokens after ``past`` cached ones attends: the additive bias
     [B or 1, H, T, S] (None when each example builds its own, :class:`Unpadded` ``spans``) and the real
-    tokens to run on (None: the whole [B, T] batch). ``position``: the one query's place in a static cache."""
+    tokens to run on (None: the whole [B, T] batch). ``position``: the one query's place in a static cache.
+    ``real_index``: the real tokens' flattened positions, computed on the host (no cache)."""
     unpadded = None
     if attention_mask is not None and T > 1 and not torch.compiler.is_compiling():
-        unpadded = Unpadded.of(attention_mask[:, past:], segment_ids, slopes, dtype, by_example=not with_cache)
+        unpadded = Unpadded.of(attention_mask[:, past:], segment_ids, slopes, dtype, by_example=not with_cache,
+                               index=real_index)
     if unpadded is not None and unpadded.spans is not None:
         return None, unpadded
     if T == 1 and attention_mask is not None:
@@ -114,11 +117,13 @@ class Unpadded:
 
     @classmethod
     def of(cls, attention_mask: torch.Tensor, segment_ids: torch.Tensor | None, slopes: torch.Tensor,
-           dtype: torch.dtype, by_example: bool) -> "Unpadded | None":
+           dtype: torch.dtype, by_example: bool, index: torch.Tensor | None = None) -> "Unpadded | None":
         """The real tokens of a [B, T] mask, or None when there is nothing to gain. ``by_example``: the
-        tokens attend only to each other (no cache), so on the CPU each example may attend alone."""
+        tokens attend only to each other (no cache), so on the CPU each example may attend alone.
+        ``index``: the real tokens' flattened positions when the caller knows them (no ``nonzero`` here)."""
         B, T = attention_mask.shape
-        index = attention_mask.flatten().nonzero().squeeze(1)
+        if index is None:
+            index = attention_mask.flatten().nonzero().squeeze(1)
         by_example = by_example and attention_mask.device.type in cls.BY_EXAMPLE_DEVICES
         if len(index) > cls.MAX_DENSITY * B * T and not (by_example and segment_ids is not None):
             return None

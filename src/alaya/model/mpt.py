@@ -198,6 +198,7 @@ class AlayaForCausalLM(nn.Module):
         last_token_only: bool = False,
         segment_ids: torch.Tensor | None = None,
         logits_at: torch.Tensor | None = None,
+        real_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [B, T or 1, V] and, with ``labels``, the mean next-token cross-entropy.
 
@@ -205,15 +206,16 @@ class AlayaForCausalLM(nn.Module):
         are shifted inside; -100 is ignored. ``logits_at`` [B, T] (bool): only the logits of these
         positions, as [M, V] in row-major order (a training loss needs them only where a label is
         supervised: the head is the largest product of a small model and its fp32 logits the largest
-        tensor of a large vocabulary's).
+        tensor of a large vocabulary's); or, as a long tensor [M], those positions flattened, computed on
+        the host (no device sync). ``real_index``: see :meth:`hidden_states`.
         """
         if logits_at is not None and (labels is not None or last_token_only):
             raise ValueError("logits_at selects the logits itself; it cannot go with labels or last_token_only")
-        x = self.hidden_states(input_ids, attention_mask, cache, segment_ids)
+        x = self.hidden_states(input_ids, attention_mask, cache, segment_ids, real_index)
         if last_token_only:
             x = x[:, -1:]
         elif logits_at is not None:
-            x = x[logits_at]
+            x = x[logits_at] if logits_at.dtype == torch.bool else x.flatten(0, 1).index_select(0, logits_at)
         logits = self.logits(x)
         loss = None
         if labels is not None:
@@ -223,14 +225,16 @@ class AlayaForCausalLM(nn.Module):
         return logits, loss
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      cache: KVCache | None = None, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+                      cache: KVCache | None = None, segment_ids: torch.Tensor | None = None,
+                      real_index: torch.Tensor | None = None) -> torch.Tensor:
         """The final layer norm's output [B, T, D], the head's input.
 
         ``attention_mask`` [B, S] marks real tokens (1) and padding (0) over all S keys (past + current
         when a cache is given). With ``cache``, the new keys and values are written at ``cache.length`` and
         the cache advances. ``segment_ids`` [B, T] (training on packed examples) keeps attention inside
         each example. States at padding positions are not defined (a batch with padding runs on its real
-        tokens only).
+        tokens only). ``real_index`` [N]: where those real tokens are in the flattened [B * T], computed on
+        the host (otherwise found with ``nonzero`` on the mask, a device sync on an accelerator).
         """
         B, T = input_ids.shape
         static = cache is not None and cache.position is not None
@@ -247,7 +251,8 @@ class AlayaForCausalLM(nn.Module):
             torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         )
         bias, unpadded = attention_layout(self.slopes(x.device), attention_mask, segment_ids, past, T, act_dtype,
-                                          with_cache=cache is not None, position=cache.position if static else None)
+                                          with_cache=cache is not None, position=cache.position if static else None,
+                                          real_index=real_index)
         if unpadded is not None:
             x = unpadded.unpad(x)
         for i, block in enumerate(self.transformer.blocks):

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from alaya.configfile import settings_changes
 from alaya.fileio import write_text_atomic
 from alaya.train import distributed
+from alaya.train.batch import with_host_layout
 from alaya.train.builder import RunSections
 from alaya.train.checkpoint import checkpoint_dirs, load_latest, save_checkpoint
 from alaya.train.config import ConfigError, dump_config
@@ -68,52 +69,43 @@ def _grad_sync(model: torch.nn.Module, enabled: bool) -> contextlib.AbstractCont
 
 def supervised_tokens(batch: dict) -> int:
     """Tokens that carry a loss: labels[:, 1:] that are not -100."""
-    return int((batch["labels"][:, 1:] != IGNORE).sum())
+    return with_host_layout(batch)["supervised"]
 
 
 def loss_weight(batch: dict) -> float:
     """What the batch's summed loss is divided by, summed over the step: its supervised tokens, or the sum of
     its ``loss_weights`` (SFT with train.loss_average=example: the number of examples)."""
-    if "loss_weights" in batch:
-        return float(batch["loss_weights"].sum())
-    return float(supervised_tokens(batch))
+    return with_host_layout(batch)["loss_weight"]
 
 
 def real_tokens(batch: dict) -> int:
     """Tokens that are not padding (what tokens/s and MFU count)."""
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+    return with_host_layout(batch)["real_tokens"]
 
 
-def supervised_positions(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The positions whose next token carries a loss ([B, T] bool) and those tokens ([M], row-major):
-    the model's head runs on these positions only. Computed from the batch on the host, so it costs an
-    accelerator no synchronisation."""
-    labels = batch["labels"]
-    at = torch.zeros(labels.shape, dtype=torch.bool)
-    at[:, :-1] = labels[:, 1:] != IGNORE
-    return at, labels[:, 1:][at[:, :-1]]
-
-
-def _supervised_ce(model: torch.nn.Module, batch: dict, device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token cross-entropy (fp32) of each supervised token, and the [B, T] positions it belongs to."""
+def _supervised_ce(model: torch.nn.Module, batch: dict, device: torch.device, precision: str) -> tuple[torch.Tensor, dict]:
+    """Next-token cross-entropy (fp32) of each supervised token, in the order of ``logits_index``, and the
+    batch's layout. Everything about the layout comes from the host (alaya.train.batch): nothing here waits
+    for the device."""
+    layout = with_host_layout(batch)
     kwargs = {k: batch[k].to(device, non_blocking=True) for k in ("attention_mask", "segment_ids") if k in batch}
-    at, targets = supervised_positions(batch)
+    if "real_index" in layout:
+        kwargs["real_index"] = layout["real_index"].to(device, non_blocking=True)
     ids = batch["input_ids"].to(device, non_blocking=True)
     with autocast(device, precision):
-        if bool(at[:, :-1].all()):  # pretraining: every position but the last; a slice, not a gather
+        if layout["next_all"]:  # pretraining: every position but the last; a slice, not a gather
             logits = model(ids, **kwargs)[0][:, :-1].flatten(0, 1)
         else:
-            logits, _ = model(ids, logits_at=at.to(device), **kwargs)
-    return F.cross_entropy(logits.float(), targets.to(device, non_blocking=True), reduction="none"), at
+            logits, _ = model(ids, logits_at=layout["logits_index"].to(device, non_blocking=True), **kwargs)
+    return F.cross_entropy(logits.float(), layout["targets"].to(device, non_blocking=True), reduction="none"), layout
 
 
 def loss_sum(model: torch.nn.Module, batch: dict, device: torch.device, precision: str) -> torch.Tensor:
     """Summed next-token cross-entropy of the batch's supervised tokens (fp32), each weighted by its
     ``loss_weights`` when the batch has them."""
-    ce, at = _supervised_ce(model, batch, device, precision)
-    if "loss_weights" in batch:
-        ce = ce * batch["loss_weights"][:, 1:][at[:, :-1]].to(ce.device, non_blocking=True)
+    ce, layout = _supervised_ce(model, batch, device, precision)
+    if "target_weights" in layout:
+        ce = ce * layout["target_weights"].to(ce.device, non_blocking=True)
     return ce.sum()
 
 
@@ -121,10 +113,11 @@ def loss_sum(model: torch.nn.Module, batch: dict, device: torch.device, precisio
 def row_losses(model: torch.nn.Module, batch: dict, device: torch.device, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the summed cross-entropy of its supervised tokens and their count (the batched scorer of
     screening and evaluation)."""
-    ce, at = _supervised_ce(model, batch, device, precision)
-    row = at.nonzero()[:, 0]  # the row of each supervised token, in the logits' order
-    sums = torch.zeros(at.shape[0], dtype=torch.float32).index_add_(0, row, ce.cpu())
-    return sums, at.sum(1)
+    ce, layout = _supervised_ce(model, batch, device, precision)
+    B, T = batch["labels"].shape
+    row = layout["logits_index"] // T  # the row of each supervised token, in the logits' order
+    sums = torch.zeros(B, dtype=torch.float32).index_add_(0, row, ce.cpu())
+    return sums, torch.bincount(row, minlength=B)
 
 
 def train_step(
@@ -137,10 +130,13 @@ def train_step(
     device: torch.device | None = None,
     dist: distributed.Dist | None = None,
     params: list[torch.nn.Parameter] | None = None,
-) -> tuple[float, float, int]:
+    read: bool = True,
+) -> tuple[float | torch.Tensor, float | torch.Tensor, int]:
     """One optimizer step over this rank's micro-batches; returns (global loss, grad norm, global supervised
-    tokens). ``model`` may be wrapped (DDP, FSDP2); then pass ``device`` and ``d``. ``params``: those that
-    are clipped (default: all of the model's that train)."""
+    tokens). ``model`` may be wrapped (DDP, FSDP2); then pass ``device`` and ``dist``. ``params``: those that
+    are clipped (default: all of the model's that train). ``read=False``: the loss and the norm stay on the
+    device as tensors, and the step waits for the device nowhere (the batch's layout comes from the host:
+    alaya.train.batch); the loop reads them only for a metrics line."""
     device = device or model.device
     dist = dist or distributed.Dist(device=device)
     model.train()
@@ -162,6 +158,10 @@ def train_step(
         norm = norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    if not read:
+        if dist.world > 1:
+            torch.distributed.all_reduce(total)
+        return total / max(weight, 1e-12), norm.detach(), int(n_global)
     return distributed.all_sum(float(total), dist) / max(weight, 1e-12), float(norm), int(n_global)
 
 
@@ -283,29 +283,36 @@ def run_training(cfg: dict, run_dir: Path, dist: distributed.Dist, parts: TrainP
     bar = tqdm(total=schedule.max_steps, initial=step, desc=parts.name, unit=" steps", mininterval=1.0,
                disable=not (dist.main and sections.log.progress))
     last, last_eval = {}, {}
+    interval = [0, 0.0]  # tokens and seconds of the steps since the loss was last read
     try:
         if step == 0:  # the starting point of the held-out curve
             evaluate(0)
         while step < schedule.max_steps:
             t0 = time.perf_counter()
-            micro = parts.data.global_batch(train.micro_batch_size, dist.world, train.grad_accum, dist.rank)
+            micro = [with_host_layout(b) for b in
+                     parts.data.global_batch(train.micro_batch_size, dist.world, train.grad_accum, dist.rank)]
             step += 1
             lr = cosine_lr(step, optimizer.lr, optimizer.min_lr, schedule.warmup_steps, schedule.max_steps)
+            # the loss and the norm are read (a device sync) only for a metrics line and at the run's last steps
+            read = (sections.log.due(step, schedule.max_steps)
+                    or (train.stop_after is not None and step >= train.stop_after))
             loss, norm, supervised = train_step(model, opt, micro, lr, optimizer.grad_clip, train.precision,
-                                                device=dist.device, dist=dist, params=parts.params)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {step}; lower optimizer.lr or use fp32")
+                                                device=dist.device, dist=dist, params=parts.params, read=read)
             n = int(distributed.all_sum(float(sum(real_tokens(b) for b in micro)), dist))
-            dt = time.perf_counter() - t0
             tokens += n
-            tps = n / dt
-            last = {"step": step, "loss": round(loss, 6), "lr": lr, "grad_norm": round(norm, 6), "tokens": tokens,
-                    "supervised_tokens": supervised, "tokens_per_s": round(tps, 1),
-                    "mfu": round(mfu(tps / dist.world, parts.flops_per_token, peak), 4), "time": time.time()}
-            if sections.log.due(step, schedule.max_steps):
+            interval[0] += n
+            interval[1] += time.perf_counter() - t0  # on a read step this includes the wait for the device
+            if read:
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {step}; lower optimizer.lr or use fp32")
+                tps = interval[0] / interval[1]
+                interval = [0, 0.0]
+                last = {"step": step, "loss": round(loss, 6), "lr": lr, "grad_norm": round(norm, 6), "tokens": tokens,
+                        "supervised_tokens": supervised, "tokens_per_s": round(tps, 1),
+                        "mfu": round(mfu(tps / dist.world, parts.flops_per_token, peak), 4), "time": time.time()}
                 log(last)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", mfu=f"{100 * last['mfu']:.1f}%")
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", mfu=f"{100 * last['mfu']:.1f}%")
             if sections.eval.due(step, schedule.max_steps):
                 last_eval = evaluate(step)
             if sections.checkpoint.due(step, schedule.max_steps):
