@@ -12,7 +12,7 @@ run as a subprocess, whose JSON lines this reads and whose full output goes to -
 The model is the published 7B width (4096, 32 heads) with --layers layers (default 4: 1.05 B parameters,
 2.1 GB of bf16 weights), as the issues measured it.
 
-Run on the GPU machine:  PYTHONPATH=src python3 benchmarks/gpu.py --out "$OUT"
+Run on the GPU machine:  PYTHONPATH=src python3 benchmarks/gpu.py --out "$OUT"   (writes $OUT/gpu-report.json)
 A CPU check that the suite runs end to end (small model, minutes):  python benchmarks/gpu.py --smoke --out /tmp/gpu
 """
 from __future__ import annotations
@@ -50,6 +50,18 @@ def run(name: str, script: str, args: list[str], out: Path, timeout: float) -> t
     return rows, text
 
 
+def machine(device: str) -> str:
+    """The accelerator's name (or the CPU's), for the report."""
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    sys.path.insert(0, str(HERE))
+    from machine import cpu_model
+
+    return f"{cpu_model()}, torch {torch.__version__}"
+
+
 def table(results: dict, device: str) -> str:
     lines = [f"| row | alaya | reference | ratio | note |", "|---|---:|---:|---:|---|"]
     for name, rows in results.items():
@@ -80,7 +92,7 @@ def table(results: dict, device: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="folder for each row's log and results.json")
+    ap.add_argument("--out", required=True, help="folder for each row's log and gpu-report.json")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--only", nargs="*", default=None, help="rows to run: train sft decode (default: all)")
     ap.add_argument("--timeout", type=float, default=420, help="seconds per benchmark script")
@@ -116,12 +128,14 @@ def main() -> None:
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
         results[name], texts[name] = run(name.replace(" ", "-"), script, script_args, out, args.timeout)
-    (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    report = {"date": time.strftime("%Y-%m-%d"), "device": device, "machine": machine(device), "layers": args.layers,
+              "smoke": args.smoke, "rows": results, "table": table(results, device)}
+    (out / "gpu-report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     print()
     for name, text in texts.items():  # each script's own closing lines (machine, bound, ratios)
         tail = [ln for ln in text.splitlines() if ln and not ln.startswith(("{", "[", "$"))][-8:]
         print(f"--- {name}\n" + "\n".join(tail))
-    print(f"\nGPU suite, {device}, {time.strftime('%Y-%m-%d')}\n" + table(results, device))
+    print(f"\nGPU suite, {report['machine']}, {report['date']}\n" + report["table"])
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ def dup_input(tmp_path_factory):
 # so a long file collected last would run alone at the end while the other workers wait.
 SLOW_FILES = ["sft/test_run.py", "test_quickstart.py", "sft/test_acceptance.py", "sft/test_resume.py",
               "train/test_distributed.py", "train/test_pretrain.py", "infer/test_server.py",
-              "eval/test_lm_eval_agreement.py"]
+              "eval/test_lm_eval_agreement.py", "test_gpu_suite.py"]
 
 
 def pytest_collection_modifyitems(config, items):

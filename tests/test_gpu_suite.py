@@ -1,0 +1,33 @@
+"""The GPU suite (benchmarks/gpu.py) runs end to end: its --smoke mode runs the very code of the GPU run at
+tiny shapes on the CPU, so the suite itself never rots. No timing is checked, only that every row ran and
+was read."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO, SHARED_DATA
+
+
+def test_the_gpu_suite_runs_every_row_at_tiny_shapes_on_the_cpu(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "benchmarks")]),
+           "ALAYA_DATA": str(SHARED_DATA)}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--smoke", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu-report.json").read_text(encoding="utf-8"))
+    assert report["smoke"] is True and report["device"] == "cpu"
+    rows = report["rows"]
+    train = rows["train fp32"][-1]
+    assert train["alaya"]["tokens_per_s"] > 0 and train["transformers"]["tokens_per_s"] > 0
+    decode = [r for r in rows["decode"] if "batch" in r]
+    assert [r["batch"] for r in decode] == [1, 2]
+    assert all(r["alaya graphs tok/s"] > 0 and r["transformers tok/s"] > 0 for r in decode)
+    lines = report["table"].splitlines()
+    assert any(line.startswith("| decode batch 1, alaya graphs tok/s |") for line in lines)
+    if (SHARED_DATA / "lf_alpaca_en_demo").is_dir():  # the SFT row reads the Alpaca demos
+        sft = rows["sft fp32"][-1]
+        assert sft["alaya"]["tokens_per_s"] > 0 and sft["transformers+peft"]["tokens_per_s"] > 0
+    for name in ("train-fp32", "sft-fp32", "decode"):
+        assert (tmp_path / f"{name}.log").is_file()
+    assert "GPU suite" in done.stdout
