@@ -2,6 +2,7 @@
 tiny shapes on the CPU, so the suite itself never rots. No timing is checked, only that every row ran and
 was read."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,15 +20,16 @@ def test_the_gpu_suite_runs_every_row_at_tiny_shapes_on_the_cpu(tmp_path):
     assert report["smoke"] is True and report["device"] == "cpu"
     rows = report["rows"]
     train = rows["train fp32"][-1]
-    assert train["alaya"]["tokens_per_s"] > 0 and train["transformers"]["tokens_per_s"] > 0
+    # the rows were produced and read (numbers, not their size: timings belong in benchmarks/)
+    assert all(math.isfinite(train[side]["tokens_per_s"]) for side in ("alaya", "transformers"))
     decode = [r for r in rows["decode"] if "batch" in r]
     assert [r["batch"] for r in decode] == [1, 2]
-    assert all(r["alaya graphs tok/s"] > 0 and r["transformers tok/s"] > 0 for r in decode)
+    assert all(math.isfinite(r[side]) for r in decode for side in ("alaya tok/s", "alaya graphs tok/s", "transformers tok/s"))
     lines = report["table"].splitlines()
     assert any(line.startswith("| decode batch 1, alaya graphs tok/s |") for line in lines)
     if (SHARED_DATA / "lf_alpaca_en_demo").is_dir():  # the SFT row reads the Alpaca demos
         sft = rows["sft fp32"][-1]
-        assert sft["alaya"]["tokens_per_s"] > 0 and sft["transformers+peft"]["tokens_per_s"] > 0
+        assert all(math.isfinite(sft[side]["tokens_per_s"]) for side in ("alaya", "alaya packed", "transformers+peft"))
     for name in ("train-fp32", "sft-fp32", "decode"):
         assert (tmp_path / f"{name}.log").is_file()
     assert "GPU suite" in done.stdout

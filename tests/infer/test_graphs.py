@@ -98,7 +98,9 @@ def test_a_new_bucket_is_a_new_cache_and_the_least_recent_is_dropped(models):
     assert graphs.capacity(2 * BUCKET) == 2 * BUCKET  # never beyond the model's context
     a = graphs.new_cache(2, BUCKET)
     assert a.keys.shape[1] == 2 and a.keys.shape[3] == BUCKET
-    assert graphs.new_cache(2, BUCKET).keys.data_ptr() == a.keys.data_ptr()  # the same buffers: the same graph
+    first = a.keys.data_ptr()
+    del a  # that run is over: the next one gets the same buffers (the same graph)
+    assert graphs.new_cache(2, BUCKET).keys.data_ptr() == first
 
 
 def test_graphs_is_a_decode_path_of_its_own():
@@ -126,3 +128,18 @@ def test_loading_with_decode_path_graphs_serves_what_the_torch_path_serves(model
         engine._decode(jobs)  # one batch of three, as the worker thread runs it
         answers[name] = [j.new_ids for j in jobs]
     assert answers["graphs"] == answers["torch"] and all(answers["torch"])
+
+
+def test_two_decoding_runs_alive_at_once_each_keep_their_own_cache(models):
+    ref, graphs = models
+    cfg = GenerationConfig(max_new_tokens=20, temperature=0, eos_token_id=-1)
+    a = BatchDecoder(graphs, [PROMPTS[0]], cfg)  # the same bucket: (1 row, 256 positions)
+    b = BatchDecoder(graphs, [PROMPTS[1]], cfg)
+    assert a.cache.keys.data_ptr() != b.cache.keys.data_ptr()
+    for _ in zip(a, b):  # interleaved, step by step
+        pass
+    torch_path = TorchBackend(ref)
+    assert [a.tokens[0], b.tokens[0]] == [generate(torch_path, [p], cfg)[0] for p in PROMPTS[:2]]
+    del a, b  # the runs are over: the bucket's own cache is lent again
+    c = BatchDecoder(graphs, [PROMPTS[2]], cfg)
+    assert c.cache.keys.data_ptr() == graphs._bucket(1, BUCKET)[0].keys.data_ptr()

@@ -27,6 +27,7 @@ import contextlib
 import os
 import sys
 import time
+import weakref
 from typing import ContextManager
 
 import numpy as np
@@ -152,6 +153,7 @@ class _StaticDecoder(nn.Module):
         cache = model.new_cache(batch_size, capacity)
         self.register_buffer("keys", cache.keys.zero_(), persistent=False)
         self.register_buffer("values", cache.values.zero_(), persistent=False)
+        self.in_use = False  # a decoding run holds these buffers
 
     def forward(self, tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits [B, 1, V] of one new token per row ([B, 1]) written at ``position`` ([1]); ``mask`` [B, capacity]."""
@@ -189,6 +191,7 @@ class GraphBackend(TorchBackend):
         super().__init__(model)
         self.mode = "reduce-overhead" if model.device.type == "cuda" else None
         self._buckets: dict[tuple[int, int], tuple[_StaticDecoder, object]] = {}
+        self._steps: dict[int, object] = {}  # id of a lent cache -> the compiled step over its buffers
 
     def capacity(self, needed: int) -> int:
         return min(-(-needed // BUCKET) * BUCKET, max(needed, self.model.config.max_seq_len))
@@ -204,12 +207,26 @@ class GraphBackend(TorchBackend):
         return self._buckets[key]
 
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
-        runner, _ = self._bucket(batch_size, capacity)
-        return KVCache(runner.keys, runner.values)
+        """The bucket's static cache; while another decoding run still holds it (two decoders alive at once,
+        in one thread or two), a cache and compiled step of this run's own, so no run writes into another's."""
+        runner, step = self._bucket(batch_size, capacity)
+        if runner.in_use:
+            runner = _StaticDecoder(self.model, batch_size, capacity)
+            step = torch.compile(runner, mode=self.mode, fullgraph=True, dynamic=False)
+        runner.in_use = True
+        cache = KVCache(runner.keys, runner.values)
+        self._steps[id(cache)] = step
+        weakref.finalize(cache, self._release, runner, id(cache))  # the run is over when its cache is dropped
+        return cache
+
+    def _release(self, runner: _StaticDecoder, key: int) -> None:
+        runner.in_use = False
+        self._steps.pop(key, None)
 
     def start(self, mask: torch.Tensor, cache: KVCache) -> Steps:
-        _, step = self._bucket(mask.shape[0], mask.shape[1])
-        return _GraphSteps(self.model, mask, cache, step)
+        if id(cache) not in self._steps:
+            raise ValueError("a graphs decoding run needs a cache from this backend's new_cache()")
+        return _GraphSteps(self.model, mask, cache, self._steps[id(cache)])
 
     def describe(self) -> str:
         return f"graphs ({self.model.device.type})"
