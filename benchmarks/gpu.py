@@ -7,7 +7,12 @@ run as a subprocess, whose JSON lines this reads and whose full output goes to -
 - LoRA SFT step, bf16, padded and packed rows: alaya vs transformers + peft (benchmarks/sft_step.py; needs
   the Alpaca demo sets, copied beside the checkout and named by ALAYA_DATA);
 - decoding at batch 1 and 16: alaya's torch path, alaya's `graphs` path (static cache, CUDA graphs) and
-  transformers' generate, with the share of the memory-bandwidth bound (benchmarks/decode.py).
+  transformers' generate, with the share of the memory-bandwidth bound (benchmarks/decode.py);
+- FlexAttention against SDPA: logits, loss and gradients as relative errors, and the time of each, on padded
+  and packed rows (benchmarks/flex_parity.py);
+- train.compile's first step on a 91 M-parameter, 12-layer model (each block compiled; the issue measured
+  123 s compiling the whole model) (benchmarks/compile_time.py);
+- the CLI end to end on the device, FSDP2 under `torchrun --nproc_per_node 1` included (benchmarks/gpu_cli.py).
 
 The model is the published 7B width (4096, 32 heads) with --layers layers (default 4: 1.05 B parameters,
 2.1 GB of bf16 weights), as the issues measured it.
@@ -87,6 +92,33 @@ def table(results: dict, device: str) -> str:
                         if side in r:
                             lines.append(f"| decode batch {r['batch']}, {side.replace(' tok/s', '')} tok/s | "
                                          f"{r[side]:.0f} | {ref:.0f} (transformers) | {r[side] / ref:.2f}x | |")
+        elif name.startswith("flex"):
+            for r in rows:
+                if "rows" in r and "errors" in r:
+                    e = r["errors"]
+                    errs = ", ".join(f"{k} {v:.1e}" for k, v in e.items())
+                    lines.append(f"| flex attention, {r['rows']} (s per step) | {r['seconds']['flex']:.4f} | "
+                                 f"{r['seconds']['sdpa']:.4f} (alaya sdpa) | {r['flex_speedup']:.2f}x | "
+                                 f"relative errors: {errs} |")
+                elif "flex_parity" in r:
+                    f = r["flex_parity"]
+                    lines.append(f"| flex parity | {'PASS' if f['ok'] else 'FAIL'} | | | worst relative error "
+                                 f"{f['worst_relative_error']:.1e} (tolerance {f['tolerance']:.0e}), gradients "
+                                 f"{'checked' if f['gradients_checked'] else 'not checked (no CPU backward)'} |")
+        elif name.startswith("compile"):
+            for r in rows:
+                for mode, c in r.get("compile", {}).items():
+                    lines.append(f"| train.compile first step ({mode}) | {c['first_step_s']:.1f} s | | | "
+                                 f"then {c['tokens_per_s']:.0f} tok/s |")
+        elif name.startswith("cli"):
+            for r in rows:
+                if "step" in r:
+                    figures = ", ".join(f"{k} {r[k]}" for k in ("loss", "tokens_per_s", "mfu") if r.get(k) is not None)
+                    lines.append(f"| CLI: {r['step']} | {'ok' if r['ok'] else 'FAILED'} | | | {r['seconds']} s; "
+                                 f"{figures} |")
+                elif "cli" in r:
+                    replies = "; ".join(f"{k!r} -> {v!r}" for k, v in (r["cli"].get("replies") or {}).items())
+                    lines.append(f"| CLI: replies | | | | {replies} |")
     return "\n".join(lines)
 
 
@@ -94,7 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for each row's log and gpu-report.json")
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--only", nargs="*", default=None, help="rows to run: train sft decode (default: all)")
+    ap.add_argument("--only", nargs="*", default=None, help="rows to run: train sft decode flex compile cli (default: all)")
     ap.add_argument("--timeout", type=float, default=420, help="seconds per benchmark script")
     ap.add_argument("--smoke", action="store_true", help="the CPU check: alaya-tiny, fp32, few steps")
     args = ap.parse_args()
@@ -109,6 +141,11 @@ def main() -> None:
                                                  "--iters", "2", "--warmup", "1", "--repeats", "1"]),
             "decode": ("decode.py", model + ["--batches", "1", "2", "--new-tokens", "16", "--prompt-len", "16",
                                              "--repeats", "1", "--no-ctranslate2", "--graphs"]),
+            "flex parity": ("flex_parity.py", ["--preset", "alaya-tiny", "--layers", "2", "--seq-len", "256",
+                                               "--batch", "2", "--iters", "1", "--device", "cpu"]),
+            "compile": ("compile_time.py", ["--preset", "alaya-tiny", "--layers", "2", "--seq-len", "64",
+                                            "--batch", "2", "--iters", "1", "--device", "cpu", "--modes", "each block"]),
+            "cli": ("gpu_cli.py", ["--workdir", str(out / "cli"), "--device", "cpu", "--smoke"]),
         }
         device = "cpu"
     else:
@@ -121,6 +158,13 @@ def main() -> None:
                                                  "--pad-multiple", "128"]),
             "decode": ("decode.py", model + ["--batches", "1", "16", "--new-tokens", "64", "--prompt-len", "64",
                                              "--dtype", "bfloat16"]),
+            "flex parity": ("flex_parity.py", ["--preset", "alaya-7b", "--layers", "2", "--seq-len", "2048",
+                                               "--batch", "4", "--device", "cuda"]),
+            # the issue's 91 M model: 768 wide, 12 heads, 12 layers, 8192 tokens
+            "compile": ("compile_time.py", ["--preset", "alaya-50m", "--d-model", "768", "--n-heads", "12",
+                                            "--vocab", "8192", "--layers", "12", "--seq-len", "2048", "--batch", "8",
+                                            "--precision", "bf16", "--device", "cuda", "--modes", "each block"]),
+            "cli": ("gpu_cli.py", ["--workdir", str(out / "cli"), "--device", "cuda"]),
         }
         device = "cuda"
     results, texts = {}, {}

@@ -53,20 +53,25 @@ def build(args):
 
 def child(args) -> dict:
     from alaya.train.loop import autocast, real_tokens, train_step
-    from alaya.train.optim import DecoupledAdamW
 
     cfg, ours, batches = build(args)
     device = torch.device(args.device)
     lora = dict(r=16, alpha=32, dropout=0.05, targets=["Wqkv", "out_proj", "up_proj", "down_proj"])
-    if args.side == "alaya":
-        from alaya.model.lora import add_lora
+    if args.side == "alaya":  # as `alaya sft` builds it: prepare_lora, place_model, make_optimizer
+        from alaya.sft.run import prepare_lora
+        from alaya.train.builder import OptimizerSection, TrainSection, make_optimizer, place_model
+        from alaya.train.distributed import Dist
 
-        model = ours.to(device)
-        add_lora(model, lora["r"], lora["alpha"], lora["dropout"], lora["targets"])
-        if args.compile:
-            model.compile()
+        train = TrainSection(seq_len=args.seq_len, micro_batch_size=args.batch, grad_accum=1, precision=args.precision,
+                             parallel="none", activation_checkpointing=False, compile=args.compile,
+                             attention=args.attention, device=args.device, peak_tflops=None, stop_after=None)
+        prepare_lora(ours, {"r": lora["r"], "alpha": lora["alpha"], "dropout": lora["dropout"],
+                            "target_modules": lora["targets"], "rslora": False}, train)
+        model = place_model(ours, train, Dist(device=device))
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = DecoupledAdamW(params, lr=2e-4, weight_decay=0.0)
+        opt = make_optimizer(params, OptimizerSection(lr=2e-4, min_lr=2e-5, betas=(0.9, 0.95), eps=1e-8,
+                                                      weight_decay=0.0, grad_clip=0.3), device)
+        print(f"attention: {model.attention}", file=sys.stderr)
 
         def step(b):
             train_step(model, opt, [b], 2e-4, 0.3, args.precision, device=device, params=params)
@@ -114,7 +119,8 @@ def child(args) -> dict:
     rows = sum(b["input_ids"].numel() for b in batches[args.warmup :])
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"side": args.side, "packed": args.packed, "tokens_per_s": real / dt, "padding_share": 1 - real / rows,
+    return {"side": args.side, "packed": args.packed, "attention": getattr(model, "attention", None),
+            "tokens_per_s": real / dt, "padding_share": 1 - real / rows,
             "peak_bytes": peak, "parameters": cfg.num_parameters()}
 
 
@@ -132,6 +138,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="our side with train.compile=true")
+    ap.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flex"], help="our side's train.attention")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--packed", action="store_true", help=argparse.SUPPRESS)
@@ -155,6 +162,7 @@ def main() -> None:
     print(json.dumps({f"{k[0]}{' packed' if k[1] else ''}": v for k, v in best.items()}))
     print(f"\n{args.preset} ({pad['parameters'] / 1e6:.1f} M params), LoRA r 16 on Wqkv/out_proj/up_proj/down_proj, "
           f"batch {args.batch} x <= {args.seq_len}, {args.precision}{', alaya compiled' if args.compile else ''}, "
+          f"attention {pad.get('attention')}, "
           f"{args.device} ({cpu_model()}, {torch.get_num_threads()} threads), Alpaca en+zh demo examples, "
           f"best of {args.repeats}")
     print(f"{'':<28}{'real tok/s':>11}{'padding':>9}{'peak memory':>14}")

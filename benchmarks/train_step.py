@@ -22,7 +22,8 @@ def child(args) -> dict:
     from alaya.model.config import preset
     from alaya.model.mpt import AlayaForCausalLM
     from alaya.train.loop import autocast, train_step
-    from alaya.train.optim import DecoupledAdamW
+    from alaya.train.builder import OptimizerSection, TrainSection, make_optimizer, place_model
+    from alaya.train.distributed import Dist
 
     layers = {"n_layers": args.layers} if args.layers else {}
     cfg = preset(args.preset, max_seq_len=max(args.seq_len, preset(args.preset).max_seq_len), **layers)
@@ -30,11 +31,14 @@ def child(args) -> dict:
     torch.manual_seed(0)
     ours = AlayaForCausalLM(cfg).to(device)
     batch = torch.randint(4, cfg.vocab_size, (args.batch, args.seq_len), generator=torch.Generator().manual_seed(1))
-    if args.side == "alaya":
-        model = ours
-        if args.compile:
-            model.compile()
-        opt = DecoupledAdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    if args.side == "alaya":  # as `alaya pretrain` builds it: place_model, make_optimizer
+        train = TrainSection(seq_len=args.seq_len, micro_batch_size=args.batch, grad_accum=1, precision=args.precision,
+                             parallel="none", activation_checkpointing=False, compile=args.compile,
+                             attention=args.attention, device=args.device, peak_tflops=None, stop_after=None)
+        model = place_model(ours, train, Dist(device=device))
+        opt = make_optimizer(model.parameters(), OptimizerSection(lr=1e-4, min_lr=1e-5, betas=(0.9, 0.95), eps=1e-8,
+                                                                  weight_decay=1e-5, grad_clip=0.3), device)
+        print(f"attention: {model.attention}", file=sys.stderr)
 
         def step():
             train_step(model, opt, [{"input_ids": batch, "labels": batch}], 1e-4, 0.3, args.precision, device=device)
@@ -89,6 +93,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--compile", action="store_true", help="our side with train.compile=true")
+    ap.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flex"], help="our side's train.attention")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -30,6 +30,16 @@ def test_the_gpu_suite_runs_every_row_at_tiny_shapes_on_the_cpu(tmp_path):
     if (SHARED_DATA / "lf_alpaca_en_demo").is_dir():  # the SFT row reads the Alpaca demos
         sft = rows["sft fp32"][-1]
         assert all(math.isfinite(sft[side]["tokens_per_s"]) for side in ("alaya", "alaya packed", "transformers+peft"))
-    for name in ("train-fp32", "sft-fp32", "decode"):
+    flex = [r for r in rows["flex parity"] if "errors" in r]
+    assert [r["rows"] for r in flex] == ["padded rows", "packed rows"]
+    assert rows["flex parity"][-1]["flex_parity"]["ok"] is True  # a correctness check, not a timing
+    assert "each block" in rows["compile"][-1]["compile"]
+    cli = rows["cli"][-1]["cli"]
+    assert cli["ok"] is True and set(cli["steps"]) == {"tokenizer", "tokenize", "pretrain", "pretrain fsdp2", "sft data",
+                                                        "sft", "merge", "infer", "eval"}
+    # FSDP2 on one process trains what the plain run trains
+    assert cli["steps"]["pretrain fsdp2"]["loss"] == cli["steps"]["pretrain"]["loss"]
+    assert any(line.startswith("| flex parity | PASS |") for line in lines)
+    for name in ("train-fp32", "sft-fp32", "decode", "flex-parity", "compile", "cli"):
         assert (tmp_path / f"{name}.log").is_file()
     assert "GPU suite" in done.stdout

@@ -151,23 +151,29 @@ def test_the_alaya_7b_lora_preset_holds_the_published_settings_and_validates():
 
 @pytest.mark.slow
 def test_compiled_lora_sft_with_dropout_trains_like_eager_and_resumes_exactly(tmp_path, base_dir, sft_files, capsys):
-    """train.compile=true (as the alaya-7b-lora preset sets it), LoRA dropout on: the supervised-only head and
-    the padding-free path run under torch.compile, dropout draws what eager draws (inductor's
-    fallback_random), so the losses are eager's within float tolerance, and a compiled run stopped after a
-    checkpoint and resumed ends bitwise equal to the compiled run left alone."""
+    """train.compile=true (as the alaya-7b-lora preset sets it; each block compiled): without dropout the
+    losses are eager's within float rounding. Compiled blocks run on the whole [B, T] batch where eager runs
+    on the real tokens, so with LoRA dropout the masks are drawn over other shapes (the module draws the
+    same masks over the same shapes: tests/model/test_lora.py); a compiled run with dropout, stopped after a
+    checkpoint and resumed, ends bitwise equal to the compiled run left alone."""
     extra = {"eval.every": 100, "checkpoint.every": 2}
     on = {"train.compile": "true"}
-    assert main(["sft", "--config", LORA, *overrides(tmp_path / "eager", base_dir, sft_files, 4, **extra)]) == 0
+    no_dropout = {"lora.dropout": 0.0}
+    assert main(["sft", "--config", LORA, *overrides(tmp_path / "eager", base_dir, sft_files, 4, **extra,
+                                                     **no_dropout)]) == 0
+    assert main(["sft", "--config", LORA, *overrides(tmp_path / "compiled0", base_dir, sft_files, 4, **extra, **on,
+                                                     **no_dropout)]) == 0
+    a = [r["loss"] for r in read_metrics(tmp_path / "eager")[0]]
+    b = [r["loss"] for r in read_metrics(tmp_path / "compiled0")[0]]
+    assert len(a) == len(b) == 4 and max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
     assert main(["sft", "--config", LORA, *overrides(tmp_path / "compiled", base_dir, sft_files, 4, **extra, **on)]) == 0
+    b = [r["loss"] for r in read_metrics(tmp_path / "compiled")[0]]
     cut = overrides(tmp_path / "cut", base_dir, sft_files, 4, **extra, **on)
     assert main(["sft", "--config", LORA, *cut, "train.stop_after=3"]) == 0
     assert not (tmp_path / "cut" / "final").exists()
     capsys.readouterr()
     assert main(["sft", "--config", LORA, *cut, "--resume"]) == 0
     assert "resumed from" in capsys.readouterr().err
-    a = [r["loss"] for r in read_metrics(tmp_path / "eager")[0]]
-    b = [r["loss"] for r in read_metrics(tmp_path / "compiled")[0]]
-    assert len(a) == len(b) == 4 and max(abs(x - y) for x, y in zip(a, b)) < 1e-3, (a, b)
     assert [r["loss"] for r in read_metrics(tmp_path / "cut")[0]] == b
     whole = load_file(str(tmp_path / "compiled" / "final" / "adapter_model.safetensors"))
     resumed = load_file(str(tmp_path / "cut" / "final" / "adapter_model.safetensors"))

@@ -102,9 +102,15 @@ def test_resume_with_a_changed_config_is_refused(tmp_path, token_dir, capsys):
     assert "optimizer.lr" in capsys.readouterr().err
 
 
+def test_flex_attention_for_training_on_the_cpu_is_refused_with_the_reason(tmp_path, token_dir, capsys):
+    args = tiny_run_overrides(tmp_path / "run", token_dir, steps=2, **{"train.attention": "flex"})
+    assert main(["pretrain", "--config", TINY, *args]) == 2
+    assert "train.attention: attention flex cannot train on the CPU" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path, token_dir):
-    """train.compile=true (torch.compile of the model) trains like eager: same losses within float tolerance."""
+    """train.compile=true (each block compiled) trains like eager: same losses within float tolerance."""
     assert main(["pretrain", "--config", TINY, *tiny_run_overrides(tmp_path / "eager", token_dir, steps=3)]) == 0
     assert main(["pretrain", "--config", TINY, *tiny_run_overrides(tmp_path / "compiled", token_dir, steps=3,
                                                                     **{"train.compile": "true"})]) == 0

@@ -28,6 +28,7 @@ def test_presets_load_and_overrides_reach_nested_keys():
     ("optimizer.min_lr=1", "min_lr must be in"),
     ("noequals", "must look like key.sub=value"),
     ("train.micro_batch_size=0", "micro_batch_size must be a positive integer"),
+    ("train.attention=dense", "train.attention must be auto, sdpa or flex"),
 ])
 def test_bad_keys_and_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

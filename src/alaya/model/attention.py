@@ -72,15 +72,23 @@ def decode_bias(slopes: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtyp
 def attention_layout(slopes: torch.Tensor, attention_mask: torch.Tensor | None, segment_ids: torch.Tensor | None,
                      past: int, T: int, dtype: torch.dtype, with_cache: bool,
                      position: torch.Tensor | None = None,
-                     real_index: torch.Tensor | None = None) -> tuple[torch.Tensor | None, "Unpadded | None"]:
+                     real_index: torch.Tensor | None = None,
+                     attention: str = "sdpa", unpad: bool = True) -> tuple[object, "Unpadded | None"]:
     """How a forward pass of T new tokens after ``past`` cached ones attends: the additive bias
-    [B or 1, H, T, S] (None when each example builds its own, :class:`Unpadded` ``spans``) and the real
-    tokens to run on (None: the whole [B, T] batch). ``position``: the one query's place in a static cache.
-    ``real_index``: the real tokens' flattened positions, computed on the host (no cache)."""
+    [B or 1, H, T, S] (None when each example builds its own, :class:`Unpadded` ``spans``), or with
+    ``attention="flex"`` and T > 1 a :class:`alaya.model.flex.FlexLayout`; and the real tokens to run on
+    (None: the whole [B, T] batch). ``position``: the one query's place in a static cache. ``real_index``:
+    the real tokens' flattened positions, computed on the host (no cache). ``unpad=False``: run on the
+    whole [B, T] batch (compiled code, whose shapes must not follow the batch's real-token count)."""
+    flex = attention == "flex" and T > 1
     unpadded = None
-    if attention_mask is not None and T > 1 and not torch.compiler.is_compiling():
-        unpadded = Unpadded.of(attention_mask[:, past:], segment_ids, slopes, dtype, by_example=not with_cache,
-                               index=real_index)
+    if attention_mask is not None and T > 1 and unpad and not torch.compiler.is_compiling():
+        unpadded = Unpadded.of(attention_mask[:, past:], segment_ids, slopes, dtype,
+                               by_example=not with_cache and not flex, index=real_index)
+    if flex:
+        from alaya.model.flex import flex_layout
+
+        return flex_layout(slopes, attention_mask, segment_ids, past, T), unpadded
     if unpadded is not None and unpadded.spans is not None:
         return None, unpadded
     if T == 1 and attention_mask is not None:

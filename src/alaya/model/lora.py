@@ -201,6 +201,23 @@ def add_lora(model: AlayaForCausalLM, r: int = 16, alpha: float = 32, dropout: f
     return names
 
 
+@torch.no_grad()
+def frozen_to(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store the frozen weights of the Linears and norms (a LoRA run's base) in ``dtype``; the count of those
+    cast. Under bf16 autocast their products saw these same bf16 weights, cast from fp32 in every forward,
+    so a LoRA step computes bitwise the same thing, with half their memory and no cast per forward. The
+    token embedding stays as it is: its rows enter the fp32 residual stream uncast."""
+    n = 0
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            continue
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad and p.dtype != dtype and p.is_floating_point():
+                p.data = p.data.to(dtype)
+                n += 1
+    return n
+
+
 def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
 

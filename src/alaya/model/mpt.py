@@ -6,7 +6,8 @@
     logits = LN_f(x) @ wte.T
 
 Attention is ``scaled_dot_product_attention`` with an additive mask that carries ALiBi, causality and
-padding. ALiBi is written in its relative form, ``slope_h * (j - i)``; MPT's reference code uses the
+padding, or (``model.attention = "flex"``) FlexAttention with the same rules and no dense mask
+(alaya.model.flex). ALiBi is written in its relative form, ``slope_h * (j - i)``; MPT's reference code uses the
 key-only form ``slope_h * (j - (L - 1))``. Both give the same softmax (they differ by a constant per row),
 but the relative form stays small near the diagonal, so it survives being cast to bf16, where the key-only
 form's values near -1000 lose the differences between neighbouring keys.
@@ -26,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from alaya.model.attention import alibi_slopes, attention_layout, Unpadded
 from alaya.model.config import ModelConfig
+from alaya.model.flex import FlexLayout
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Attention(nn.Module):
         self.Wqkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
         self.out_proj = nn.Linear(config.d_model, config.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, cache: KVCache | None, layer: int,
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | FlexLayout | None, cache: KVCache | None, layer: int,
                 unpadded: Unpadded | None = None) -> torch.Tensor:
         qkv = self.Wqkv(x)
         if unpadded is not None and unpadded.spans is not None:  # each example alone (CPU, no cache)
@@ -100,7 +102,11 @@ class Attention(nn.Module):
             k, v = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]
         if k.dtype != q.dtype:  # a KV cache kept in another dtype than the activations
             k, v = k.to(q.dtype), v.to(q.dtype)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(B, T, D)
+        if isinstance(bias, FlexLayout):
+            y = bias.attend(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        y = y.transpose(1, 2).reshape(B, T, D)
         return self.out_proj(y if unpadded is None else unpadded.unpad(y))
 
     def _attend(self, qkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -128,7 +134,7 @@ class Block(nn.Module):
         self.norm_2 = LayerNorm(config.d_model, config.layer_norm_epsilon)
         self.ffn = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, cache: KVCache | None, layer: int,
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | FlexLayout | None, cache: KVCache | None, layer: int,
                 unpadded: Unpadded | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm_1(x), bias, cache, layer, unpadded)
         return x + self.ffn(self.norm_2(x))
@@ -160,6 +166,8 @@ class AlayaForCausalLM(nn.Module):
         self.transformer = Transformer(config)
         self.head = TiedHead()
         self.activation_checkpointing = False
+        self.attention = "sdpa"  # sdpa | flex (alaya.model.flex): how forwards of several tokens attend
+        self.blocks_compiled = False  # each block compiled on its own (alaya.train.builder.compile_for_training)
         self._slopes: dict[torch.device, torch.Tensor] = {}  # per device; not a buffer, so meta init is clean
         if self.transformer.wte.weight.device.type != "meta":
             self.reset_parameters()
@@ -252,7 +260,8 @@ class AlayaForCausalLM(nn.Module):
         )
         bias, unpadded = attention_layout(self.slopes(x.device), attention_mask, segment_ids, past, T, act_dtype,
                                           with_cache=cache is not None, position=cache.position if static else None,
-                                          real_index=real_index)
+                                          real_index=real_index, attention=self.attention,
+                                          unpad=not self.blocks_compiled)
         if unpadded is not None:
             x = unpadded.unpad(x)
         for i, block in enumerate(self.transformer.blocks):

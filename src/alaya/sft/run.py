@@ -16,7 +16,8 @@ import torch
 
 from alaya.fileio import write_json_atomic, write_text_atomic
 from alaya.model.hf import load_model
-from alaya.model.lora import DEFAULT_TARGETS, adapter_config, adapter_state_dict, add_lora, save_adapter
+from alaya.model.lora import (DEFAULT_TARGETS, adapter_config, adapter_state_dict, add_lora, frozen_to,
+                              save_adapter)
 from alaya.sft.data import LOSS_AVERAGES, SFTBatches, eval_batches, load_sft_data, materialize_sources, padding_share
 from alaya.sft.formats import CATEGORIES
 from alaya.sft.template import LENGTH_POLICIES
@@ -26,7 +27,7 @@ from alaya.train.config import PRETRAIN_DEFAULTS, ConfigError, load_config, need
 from alaya.train.builder import RESUME_FREE as BASE_RESUME_FREE
 from alaya.train.builder import (OptimizerSection, TrainSection, check_fits, describe_batch, make_optimizer,
                                  place_model)
-from alaya.train.loop import TrainParts, run_training, save_full_model, start_run_dir
+from alaya.train.loop import TrainParts, autocast, run_training, save_full_model, start_run_dir
 
 DEFAULT_SAMPLES = ["你好，你是谁？", "Who are you?", "What is the capital of France?", "请用一句话介绍一下长城。"]
 
@@ -94,8 +95,10 @@ def check_sft_config(cfg: dict) -> None:
          f"train.loss_average must be one of {', '.join(LOSS_AVERAGES)}, got {cfg['train']['loss_average']!r}")
 
 
-def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, dist: distributed.Dist, fsdp: bool):
-    """Greedy replies to a few prompts at every eval, as `alaya chat` gives them (alaya.infer.chat)."""
+def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, dist: distributed.Dist, fsdp: bool,
+             precision: str):
+    """Greedy replies to a few prompts at every eval, as `alaya chat` gives them (alaya.infer.chat), in the
+    run's precision (a bf16 LoRA run's frozen base is stored in bf16, its adapter in fp32)."""
     from alaya.infer.chat import chat_replies
 
     def samples(model: torch.nn.Module, step: int) -> dict:
@@ -104,12 +107,22 @@ def _sampler(tok: AlayaTokenizer, prompts: list[str], max_new_tokens: int, dist:
         net = distributed.unwrap(model)
         was = net.training
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(dist.device, precision):
             replies = chat_replies(model if fsdp else net, tok, prompts, max_new_tokens, batch_size=1)
         net.train(was)
         return {"samples": {p: r.text for p, r in zip(prompts, replies)}}
 
     return samples
+
+
+def prepare_lora(model: torch.nn.Module, lora: dict, train: TrainSection) -> list[str]:
+    """The model as a LoRA run trains it: adapters on the targeted Linears (``lora:`` of the config), and
+    with ``train.precision: bf16`` the frozen base stored in bf16 (under FSDP2 its policy gathers bf16
+    itself). The adapted module names."""
+    names = add_lora(model, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["rslora"])
+    if train.precision == "bf16" and train.parallel != "fsdp":
+        frozen_to(model, torch.bfloat16)
+    return names
 
 
 def _sft_data(cfg: dict, run_dir: Path, dist: distributed.Dist, tok: AlayaTokenizer, train: TrainSection):
@@ -183,7 +196,7 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
         torch.manual_seed(cfg["seed"])  # the same adapter init on every rank
         flops = mc.flops_per_token(train.seq_len)
         if cfg["method"] == "lora":
-            add_lora(model, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora["rslora"])
+            prepare_lora(model, lora, train)
             flops -= 2 * mc.num_parameters()  # no weight gradients for the frozen base
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         model = place_model(model, train, dist)
@@ -199,7 +212,8 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
         parts = TrainParts(model=model, optimizer=opt, data=batches, evals=evals, params=params, name="sft",
                            describe=describe, flops_per_token=flops, save_final=save_final,
                            trainable_only_checkpoints=cfg["method"] == "lora",
-                           on_eval=_sampler(tok, cfg["eval"]["samples"], cfg["eval"]["max_new_tokens"], dist, fsdp),
+                           on_eval=_sampler(tok, cfg["eval"]["samples"], cfg["eval"]["max_new_tokens"], dist, fsdp,
+                                            train.precision),
                            extra_summary={"method": cfg["method"], "examples_per_pass": len(data.train),
                                           "trainable_parameters": trainable})
         summary = run_training(cfg, run_dir, dist, parts, resume)

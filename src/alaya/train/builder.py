@@ -9,12 +9,14 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from alaya.model.flex import resolve_attention
 from alaya.train import distributed
 from alaya.train.config import ConfigError
 from alaya.train.optim import DecoupledAdamW
 
 # keys that may differ between a run and its resumption without changing what is computed (SFT adds its own)
 RESUME_FREE = frozenset({("train", "stop_after"), ("log", "progress"), ("log", "every"), ("train", "compile"),
+                         ("train", "attention"),
                          ("checkpoint", "keep"), ("train", "peak_tflops")})
 
 
@@ -33,6 +35,7 @@ class TrainSection:
     parallel: str  # auto | none | ddp | fsdp
     activation_checkpointing: bool
     compile: bool
+    attention: str  # auto | sdpa | flex
     device: str | None
     peak_tflops: float | None
     stop_after: int | None
@@ -110,10 +113,17 @@ class RunSections:
 
 
 def compile_for_training(model: torch.nn.Module) -> None:
-    """``train.compile``: torch.compile the model in place, its random ops (LoRA dropout) through PyTorch's
-    own kernels (inductor's fallback_random), so a compiled step draws exactly what an eager step draws from
-    the same RNG state: a run may be resumed with or without train.compile and keep its dropout stream."""
-    model.compile(options={"fallback_random": True})
+    """``train.compile``: torch.compile each transformer block in place (regional compilation, as torchtune
+    and torchtitan do): the blocks share one code, so the block is compiled once and every layer reuses it,
+    where compiling the whole model traces every layer. The blocks then take the whole [B, T] batch (their
+    shapes must not follow the real-token count). Random ops (LoRA dropout) go through PyTorch's own kernels
+    (inductor's fallback_random), so a compiled block draws the masks an eager block draws from the same RNG
+    state over the same shapes (with padding, eager runs on the real tokens only: other shapes, other
+    draws)."""
+    net = distributed.unwrap(model)
+    for block in net.transformer.blocks:
+        block.compile(options={"fallback_random": True})
+    net.blocks_compiled = True
 
 
 def check_fits(model: torch.nn.Module, train: TrainSection) -> None:
@@ -128,11 +138,14 @@ def place_model(model: torch.nn.Module, train: TrainSection, dist: distributed.D
     the precision's policy) and compiled when asked. Returns the wrapped model."""
     check_fits(model, train)
     model.activation_checkpointing = train.activation_checkpointing
+    try:
+        model.attention = resolve_attention(train.attention, dist.device, training=True)
+    except ValueError as e:
+        raise ConfigError(f"train.attention: {e}") from None
     model.to(dist.device)
-    model = distributed.wrap(model, train.parallel, dist, train.precision)
-    if train.compile:
+    if train.compile:  # before wrapping: the blocks are compiled, then DDP / FSDP2 wrap them
         compile_for_training(model)
-    return model
+    return distributed.wrap(model, train.parallel, dist, train.precision)
 
 
 def make_optimizer(params, optimizer: OptimizerSection, device: torch.device | None = None) -> DecoupledAdamW:

@@ -35,7 +35,8 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
         "precision": "bf16",  # fp32 | bf16 (autocast)
         "parallel": "auto",  # auto (ddp when launched by torchrun with several processes) | none | ddp | fsdp
         "activation_checkpointing": False,
-        "compile": False,
+        "compile": False,  # torch.compile each transformer block (compiled once, reused by every layer)
+        "attention": "auto",  # auto (flex on CUDA, sdpa elsewhere) | sdpa | flex (alaya.model.flex)
         "device": None,  # default: cuda when present
         "peak_tflops": None,  # for MFU; default: measured matmul peak of this device at start
         "stop_after": None,  # end the process after this step (as if killed), for tests and time-boxed jobs
@@ -95,6 +96,8 @@ def check_run_config(cfg: dict) -> None:
     train, schedule, opt, ckpt = cfg["train"], cfg["schedule"], cfg["optimizer"], cfg["checkpoint"]
     need(train["precision"] in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got {train['precision']!r}")
     need(train["parallel"] in ("auto", "none", "ddp", "fsdp"), f"train.parallel must be auto, none, ddp or fsdp, got {train['parallel']!r}")
+    need(train["attention"] in ("auto", "sdpa", "flex"),
+         f"train.attention must be auto, sdpa or flex, got {train['attention']!r}")
     for key in ("seq_len", "micro_batch_size", "grad_accum"):
         need(isinstance(train[key], int) and train[key] >= 1, f"train.{key} must be a positive integer, got {train[key]!r}")
     need(isinstance(schedule["max_steps"], int) and schedule["max_steps"] >= 1, f"schedule.max_steps must be >= 1, got {schedule['max_steps']!r}")

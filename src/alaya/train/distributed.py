@@ -36,7 +36,8 @@ def init(device: str | None = None) -> Dist:
         torch.cuda.set_device(dev)
     else:
         dev = torch.device(want)
-    if world > 1 and not dist.is_initialized():
+    launched = "MASTER_ADDR" in os.environ and "RANK" in os.environ  # by torchrun, even with one process
+    if (world > 1 or launched) and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
