@@ -163,3 +163,21 @@ def test_the_cli_offers_every_decode_path():
         assert parser.parse_args(cmd).decode_path == "auto"
         for path in DECODE_PATHS:
             assert parser.parse_args(cmd + ["--decode-path", path]).decode_path == path
+        assert parser.parse_args(cmd).attention == "auto"
+        assert parser.parse_args(cmd + ["--attention", "flex"]).attention == "flex"
+
+
+def test_flex_attention_for_prompts_answers_what_sdpa_answers(model_dir):
+    """--attention flex: the prompts (left-padded, batched) attend through FlexAttention, the decoding steps
+    through SDPA; the greedy answers are those of --attention sdpa, and auto is sdpa when decoding."""
+    from alaya.infer.loading import load_for_inference
+
+    prompts = ["你好，请介绍一下长城。", "Who are you?", "Tell me about the Great Wall of China in one sentence."]
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0)
+    answers = {}
+    for attention in ("sdpa", "flex", "auto"):
+        backend, tok = load_for_inference(str(model_dir), device="cpu", dtype="float32", decode_path="torch",
+                                          attention=attention)
+        assert backend.model.attention == ("sdpa" if attention == "auto" else attention)
+        answers[attention] = generate(backend, [tok.encode(p) for p in prompts], cfg)
+    assert answers["flex"] == answers["sdpa"] == answers["auto"]

@@ -82,3 +82,17 @@ def test_the_unread_step_computes_what_the_read_step_computes(monkeypatch):
         assert la == float(lb) and na == float(nb) and sa == sb
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+
+
+def test_building_the_flex_attention_block_mask_reads_nothing_on_the_host():
+    """train.attention flex (CUDA's default): the block mask of a padded or packed batch, built once per forward,
+    is made without a host read (its backward runs on CUDA only, so the step itself is checked there:
+    benchmarks/flex_parity.py)."""
+    from alaya.model.attention import alibi_slopes
+    from alaya.model.flex import flex_layout
+
+    seg = torch.tensor([[1] * 100 + [2] * 150 + [0] * 6, [1] * 200 + [0] * 56])
+    for mask, segments in (((seg > 0).long(), seg), ((seg > 0).long(), None)):
+        with SyncRecorder() as rec:
+            layout = flex_layout(alibi_slopes(6), mask, segments, 0, seg.shape[1])
+        assert rec.seen == [] and layout.block_mask is not None

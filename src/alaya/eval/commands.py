@@ -21,7 +21,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for name in (a, b):
             out = Path(args.output) / Path(name).name if args.output else None
             runs.append(run_eval(name, args.task, args.adapter, settings, None, args.device, args.dtype, args.quantize,
-                                 args.decode_path))
+                                 args.decode_path, args.attention))
             if out:
                 write_outputs(out, runs[-1]["results"], runs[-1]["samples"])
         diffs = compare(runs[0]["results"], runs[0]["samples"], runs[1]["results"], runs[1]["samples"])
@@ -36,7 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.model_path:
         raise ValueError("alaya eval needs MODEL_PATH (or --compare A B)")
     run = run_eval(args.model_path, args.task, args.adapter, settings, args.output, args.device, args.dtype,
-                   args.quantize, args.decode_path)
+                   args.quantize, args.decode_path, args.attention)
     print(markdown_table(run["results"]))
     if args.output:
         print(f"wrote {args.output}/results.json, samples.jsonl, results.md", file=sys.stderr)

@@ -418,7 +418,7 @@ def model_identity(model_path: str, adapter: str | None, device: str, dtype: str
 
 def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, settings: EvalSettings | None = None,
              output: str | None = None, device: str | None = None, dtype: str = "auto", quantize: str = "none",
-             decode_path: str = "auto") -> dict:
+             decode_path: str = "auto", attention: str = "auto") -> dict:
     from alaya.infer.loading import load_for_inference
 
     settings = settings or EvalSettings()
@@ -427,7 +427,7 @@ def run_eval(model_path: str, tasks: list[str], adapter: str | None = None, sett
     ev.load_data(specs)  # inputs first, before the model loads
     t0 = time.time()
     backend, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, quantize=quantize,
-                                      decode_path=decode_path)
+                                      decode_path=decode_path, attention=attention)
     model = backend.model
     precision = str(next(model.parameters()).dtype).replace("torch.", "") + ("+int8" if quantize == "int8" else "")
     partial = Path(output) / "partial" if output else None

@@ -104,6 +104,7 @@ def run_batch_inference(
     compile: bool = False,
     quantize: str = "none",
     decode_path: str = "auto",
+    attention: str = "auto",
 ) -> dict:
     gen = gen or GenerationConfig()
     output = Path(output_file)
@@ -113,7 +114,7 @@ def run_batch_inference(
     todo = [p for p in read_prompts(input_file) if p.line not in done]
     counts = {"answered": 0, "errors": 0, "skipped_already_done": len(done), "truncated": 0, "empty_response": 0}
     backend, tok = load_for_inference(model_path, adapter_path, device=device, dtype=dtype, compile=compile,
-                                      quantize=quantize, decode_path=decode_path)
+                                      quantize=quantize, decode_path=decode_path, attention=attention)
     ctx = backend.model.config.max_seq_len
     new_tokens = min(gen.max_new_tokens, ctx // 2)  # as chat and serve: the prompt keeps at least half
     if new_tokens < gen.max_new_tokens:

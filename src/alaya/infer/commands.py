@@ -12,7 +12,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     counts = run_batch_inference(args.model_path, args.input_file, args.output_file, args.adapter_path, gen,
                                  batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                                  refuse_long=args.refuse_long, compile=args.compile, quantize=args.quantize,
-                                 decode_path=args.decode_path)
+                                 decode_path=args.decode_path, attention=args.attention)
     print(json.dumps(counts))
     return 0
 
@@ -53,6 +53,9 @@ def add_decode_path_arg(g) -> None:
                    help="which code decodes: torch, the compiled CPU kernels (fp32/int8 on CPU), or graphs (a static "
                         "cache, one compiled graph per step; CUDA graphs on a GPU); auto uses the choice measured "
                         "once for this machine and model shape (measure: measure it again)")
+    g.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flex"],
+                   help="how prompts (and scored texts) attend: sdpa with a dense mask, or FlexAttention (no dense "
+                        "mask; compiled per shape); auto: sdpa. Single-token decoding steps use sdpa either way")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -60,7 +63,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from alaya.infer.loading import load_for_inference
 
     backend, tok = load_for_inference(args.model_path, args.adapter, device=args.device, dtype=args.dtype,
-                                      compile=args.compile, quantize=args.quantize, decode_path=args.decode_path)
+                                      compile=args.compile, quantize=args.quantize, decode_path=args.decode_path,
+                                      attention=args.attention)
     return repl(ChatSession(backend, tok, _generation_config(args), system=args.system))
 
 
@@ -71,7 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     api_key = args.api_key or os.environ.get("ALAYA_API_KEY") or None
     serve(args.model_path, args.adapter, host=args.host, port=args.port, api_key=api_key, device=args.device,
-          dtype=args.dtype, compile=args.compile, quantize=args.quantize, decode_path=args.decode_path, max_batch=args.max_batch, max_queue=args.max_queue,
+          dtype=args.dtype, compile=args.compile, quantize=args.quantize, decode_path=args.decode_path,
+          attention=args.attention, max_batch=args.max_batch, max_queue=args.max_queue,
           model_name=args.model_name, log_level=args.log_level)
     return 0
 

@@ -9,6 +9,7 @@ import torch
 from alaya.infer.backends import Backend, TorchBackend, choose_backend
 from alaya.infer.cpu_path import relayout_for_decoding
 from alaya.infer.int8 import QUANTIZE_CHOICES, quantize_model
+from alaya.model.flex import resolve_attention
 from alaya.model.hf import load_model
 from alaya.model.lora import merge_adapter
 from alaya.tokenizer import AlayaTokenizer
@@ -36,12 +37,14 @@ def load_for_inference(
     compile: bool = False,
     quantize: str = "none",
     decode_path: str = "auto",
+    attention: str = "auto",
 ) -> tuple[Backend, AlayaTokenizer]:
     """The decoding backend holding the model (``backend.model``), and the tokenizer.
 
     ``quantize="int8"``: weight-only int8 on CPU (:mod:`alaya.infer.int8`), after any adapter is merged.
     ``decode_path``: which backend decodes (:func:`alaya.infer.backends.choose_backend`); with ``compile``
-    it is ``torch`` (compiled graphs keep torch's products)."""
+    it is ``torch`` (compiled graphs keep torch's products). ``attention``: how forwards of several tokens
+    attend (:func:`alaya.model.flex.resolve_attention`; auto: sdpa)."""
     device = device or ("cpu" if quantize == "int8" else default_device())
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
@@ -51,6 +54,7 @@ def load_for_inference(
     if quantize == "int8" and dtype not in ("auto", "float32"):
         raise ValueError(f"--quantize int8 keeps activations in float32; --dtype {dtype} does not go with it")
     torch_dtype = resolve_dtype(dtype, device)
+    attention = resolve_attention(attention, device, training=False)
     # merge in fp32 on the target device, then cast: the adapter's small update is not lost to bf16 rounding
     model = load_model(model_path, device=device, dtype=torch.float32 if adapter_path else torch_dtype)
     if adapter_path:
@@ -58,6 +62,7 @@ def load_for_inference(
         print(f"adapter {adapter_path}: merged into {len(names)} layers", file=sys.stderr)
         model = model.to(torch_dtype)
     model.eval().requires_grad_(False)
+    model.attention = attention
     if quantize == "int8":
         quantize_model(model)
     relayout_for_decoding(model)

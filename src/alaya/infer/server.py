@@ -86,7 +86,7 @@ def create_app(engine: BatchScheduler, model_name: str, api_key: str | None = No
 
 def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, device: str | None = None, dtype: str = "auto", compile: bool = False,
-          quantize: str = "none", decode_path: str = "auto", max_batch: int = 8, max_queue: int = 64, model_name: str | None = None, log_level: str = "info") -> None:
+          quantize: str = "none", decode_path: str = "auto", attention: str = "auto", max_batch: int = 8, max_queue: int = 64, model_name: str | None = None, log_level: str = "info") -> None:
     import os
 
     import uvicorn
@@ -94,7 +94,7 @@ def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", 
     from alaya.infer.loading import load_for_inference
 
     backend, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, compile=compile,
-                                      quantize=quantize, decode_path=decode_path)
+                                      quantize=quantize, decode_path=decode_path, attention=attention)
     name = model_name or os.path.basename(os.path.normpath(model_path))
     engine = BatchScheduler(backend, tok, max_batch=max_batch, max_queue=max_queue)
     app = create_app(engine, name, api_key=api_key)
