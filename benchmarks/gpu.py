@@ -12,7 +12,9 @@ run as a subprocess, whose JSON lines this reads and whose full output goes to -
   and packed rows (benchmarks/flex_parity.py);
 - train.compile's first step on a 91 M-parameter, 12-layer model (each block compiled; the issue measured
   123 s compiling the whole model) (benchmarks/compile_time.py);
-- the CLI end to end on the device, FSDP2 under `torchrun --nproc_per_node 1` included (benchmarks/gpu_cli.py).
+- the CLI end to end on the device, FSDP2 under `torchrun --nproc_per_node 1` included (benchmarks/gpu_cli.py);
+- what `alaya serve` costs per token against in-process decoding on the same device (benchmarks/server.py
+  --overhead; needs fastapi and uvicorn: without them the row says so).
 
 The model is the published 7B width (4096, 32 heads) with --layers layers (default 4: 1.05 B parameters,
 2.1 GB of bf16 weights), as the issues measured it.
@@ -110,6 +112,14 @@ def table(results: dict, device: str) -> str:
                 for mode, c in r.get("compile", {}).items():
                     lines.append(f"| train.compile first step ({mode}) | {c['first_step_s']:.1f} s | | | "
                                  f"then {c['tokens_per_s']:.0f} tok/s |")
+        elif name.startswith("server"):
+            for r in rows:
+                if "skipped" in r:
+                    lines.append(f"| served / in-process decoding | | | | {r['skipped']} |")
+                elif "served_over_in_process" in r:
+                    lines.append(f"| served tok/s ({r['weights']}, {r['decode_path']}) | {r['served_tok_s']} | "
+                                 f"{r['in_process_tok_s']} (in-process) | {r['served_over_in_process']:.2f}x | "
+                                 f"{r['server_ms_per_token']} ms per token |")
         elif name.startswith("cli"):
             for r in rows:
                 if "step" in r:
@@ -146,6 +156,8 @@ def main() -> None:
             "compile": ("compile_time.py", ["--preset", "alaya-tiny", "--layers", "2", "--seq-len", "64",
                                             "--batch", "2", "--iters", "1", "--device", "cpu", "--modes", "each block"]),
             "cli": ("gpu_cli.py", ["--workdir", str(out / "cli"), "--device", "cpu", "--smoke"]),
+            "server": ("server.py", ["--overhead", "--preset", "alaya-tiny", "--max-tokens", "16", "--repeats", "1",
+                                     "--device", "cpu"]),
         }
         device = "cpu"
     else:
@@ -165,11 +177,20 @@ def main() -> None:
                                             "--vocab", "8192", "--layers", "12", "--seq-len", "2048", "--batch", "8",
                                             "--precision", "bf16", "--device", "cuda", "--modes", "each block"]),
             "cli": ("gpu_cli.py", ["--workdir", str(out / "cli"), "--device", "cuda"]),
+            "server": ("server.py", ["--overhead", "--preset", "alaya-50m", "--max-tokens", "128", "--device", "cuda"]),
         }
         device = "cuda"
     results, texts = {}, {}
+    import importlib.util
+
     for name, (script, script_args) in jobs.items():
         if args.only and not any(name.startswith(o) for o in args.only):
+            continue
+        missing = [m for m in ("fastapi", "uvicorn", "pydantic") if importlib.util.find_spec(m) is None]
+        if name == "server" and missing:
+            why = f"skipped: {', '.join(missing)} not installed here (alaya serve needs them)"
+            print(f"{name}: {why}", flush=True)
+            results[name], texts[name] = [{"skipped": why}], why
             continue
         results[name], texts[name] = run(name.replace(" ", "-"), script, script_args, out, args.timeout)
     report = {"date": time.strftime("%Y-%m-%d"), "device": device, "machine": machine(device), "layers": args.layers,

@@ -70,13 +70,14 @@ def overhead(args) -> None:
     save_model(AlayaForCausalLM(cfg), folder, tokenizer=tok)
     prompt = "第1个问题: tell me about language models"
     rows = []
-    for quantize in ("none", "int8"):
-        model_backend, t = load_for_inference(folder, device="cpu", quantize=quantize)
+    cuda = args.device.startswith("cuda")
+    for quantize in ("none",) if cuda else ("none", "int8"):  # int8 is a CPU path
+        model_backend, t = load_for_inference(folder, device=args.device, quantize=quantize)
         model = model_backend.model
         ids = t.encode(prompt)
         gen = GenerationConfig(max_new_tokens=args.max_tokens, temperature=0)
         n = len(generate(model, [ids], gen)[0])  # warm-up; the same tokens the server will make
-        proc, url = start_server(folder, "--quantize", quantize)
+        proc, url = start_server(folder, "--quantize", quantize, "--device", args.device)
         try:
             body = json.dumps({"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0}).encode()
 
@@ -94,14 +95,16 @@ def overhead(args) -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        row = {"weights": "int8" if quantize == "int8" else "fp32", "tokens": n,
+        row = {"weights": "int8" if quantize == "int8" else str(model.transformer.norm_f.weight.dtype)[6:],
+               "decode_path": model_backend.describe(), "tokens": n,
                "in_process_tok_s": round(n / best_in, 1), "served_tok_s": round(n / best_srv, 1),
                "served_over_in_process": round(best_in / best_srv, 3),
                "server_ms_per_token": round(1e3 * (best_srv - best_in) / n, 3)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"\n{args.preset} ({cfg.num_parameters() / 1e6:.1f} M params), one client, /v1/completions, "
-          f"{args.max_tokens} greedy tokens, best of {args.repeats}; {cpu_model()}, {torch.get_num_threads()} threads")
+          f"{args.max_tokens} greedy tokens, best of {args.repeats}; "
+          f"{torch.cuda.get_device_name(0) if cuda else cpu_model()}, {torch.get_num_threads()} threads")
     print(f"{'weights':>7} {'in-process tok/s':>17} {'served tok/s':>13} {'ratio':>6} {'server ms/token':>16}")
     for r in rows:
         print(f"{r['weights']:>7} {r['in_process_tok_s']:>17} {r['served_tok_s']:>13} {r['served_over_in_process']:>6} "
@@ -121,7 +124,9 @@ def main() -> None:
     ap.add_argument("--requests-per-client", type=int, default=8)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--max-batch", type=int, default=8)
-    ap.add_argument("--overhead", action="store_true", help="one client against in-process generation, fp32 and int8")
+    ap.add_argument("--overhead", action="store_true",
+                    help="one client against in-process generation: fp32 and int8 on the CPU, bf16 on CUDA")
+    ap.add_argument("--device", default="cpu", help="for --overhead: cpu or cuda")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     if args.overhead:

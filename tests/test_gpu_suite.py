@@ -40,6 +40,8 @@ def test_the_gpu_suite_runs_every_row_at_tiny_shapes_on_the_cpu(tmp_path):
     # FSDP2 on one process trains what the plain run trains
     assert cli["steps"]["pretrain fsdp2"]["loss"] == cli["steps"]["pretrain"]["loss"]
     assert any(line.startswith("| flex parity | PASS |") for line in lines)
-    for name in ("train-fp32", "sft-fp32", "decode", "flex-parity", "compile", "cli"):
+    served = [r for r in rows["server"] if "served_over_in_process" in r]
+    assert [r["weights"] for r in served] == ["float32", "int8"]
+    for name in ("train-fp32", "sft-fp32", "decode", "flex-parity", "compile", "cli", "server"):
         assert (tmp_path / f"{name}.log").is_file()
     assert "GPU suite" in done.stdout

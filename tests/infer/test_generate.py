@@ -59,3 +59,38 @@ def test_extreme_settings_never_produce_nan(model):
                 GenerationConfig(max_new_tokens=8, temperature=1e-30, top_p=1e-9, top_k=1, seed=0)]:
         out = generate(model, PROMPTS, cfg)
         assert all(len(row) <= 8 and 3 not in row for row in out)
+
+
+def run_decoder(model, prompts, cfgs, overlap, stop_row_at=None):
+    """Decode with the accelerator's overlapped loop (or the host loop); optionally stop a row from outside
+    after a number of steps, as a stop string or a gone client does."""
+    from alaya.infer.generate import BatchDecoder
+
+    decoder = BatchDecoder(model, prompts, cfgs)
+    decoder.overlap = overlap
+    for step, _ in enumerate(decoder):
+        if stop_row_at and step == stop_row_at[1]:
+            decoder.stop(stop_row_at[0], "cancelled")
+    return decoder.tokens, decoder.finish_reason
+
+
+def test_the_overlapped_loop_decodes_what_the_host_loop_decodes(model):
+    """On an accelerator the chosen tokens are fed back on the device and the next step queued before they are
+    read (BatchDecoder._overlapped_steps): every row's tokens and finish reason are the host loop's, with rows
+    ending at eos, at their own lengths, stopped from outside, sampled with seeds and with a penalty."""
+    greedy = GenerationConfig(max_new_tokens=20, temperature=0)
+    first = generate(model, PROMPTS, greedy)
+    k = next(k for k in range(1, 20) if first[0][k] not in first[0][:k])
+    favourite = first[0][k]  # a token row 0 first gives after some steps becomes an end of sequence
+    cases = [
+        [greedy] * 3,
+        [greedy.with_(eos_token_id=favourite), greedy.with_(max_new_tokens=5), greedy.with_(eos_token_id=favourite)],
+        [GenerationConfig(max_new_tokens=12, temperature=0.9, top_p=0.8, seed=s) for s in (1, 2, 3)],
+        [greedy.with_(repetition_penalty=1.3)] * 3,
+    ]
+    for cfgs in cases:
+        assert run_decoder(model, PROMPTS, cfgs, True) == run_decoder(model, PROMPTS, cfgs, False)
+    assert run_decoder(model, PROMPTS, [greedy] * 3, True, stop_row_at=(0, 3)) == \
+        run_decoder(model, PROMPTS, [greedy] * 3, False, stop_row_at=(0, 3))
+    tokens, reasons = run_decoder(model, PROMPTS, cases[1], True)
+    assert reasons[1] == "length" and len(tokens[1]) == 5 and "stop" in reasons  # the cases did happen

@@ -143,3 +143,15 @@ def test_two_decoding_runs_alive_at_once_each_keep_their_own_cache(models):
     del a, b  # the runs are over: the bucket's own cache is lent again
     c = BatchDecoder(graphs, [PROMPTS[2]], cfg)
     assert c.cache.keys.data_ptr() == graphs._bucket(1, BUCKET)[0].keys.data_ptr()
+
+
+def test_the_overlapped_loop_through_the_graphs_path_decodes_what_the_torch_path_decodes(models):
+    """The accelerator's loop (tokens fed back as a device tensor, the next graph step queued before they are
+    read) through the static-cache steps gives the torch path's tokens."""
+    ref, graphs = models
+    cfg = GenerationConfig(max_new_tokens=16, temperature=0, eos_token_id=-1)
+    decoder = BatchDecoder(graphs, PROMPTS, cfg)
+    decoder.overlap = True
+    for _ in decoder:
+        pass
+    assert decoder.tokens == generate(TorchBackend(ref), PROMPTS, cfg)

@@ -45,6 +45,13 @@ BUCKET = 256  # the static cache's capacity is rounded up to a multiple of this 
 KEEP_BUCKETS = 4  # static caches (and their graphs) kept alive at once, the least recently used dropped
 
 
+def _fed(tokens: list[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One fed token per row as [B, 1] on the device."""
+    if isinstance(tokens, torch.Tensor):
+        return tokens.to(device).view(-1, 1)
+    return torch.tensor(tokens, device=device)[:, None]
+
+
 class Steps:
     """One decoding run's calls: the prefill of the padded prompts, then one token per row per step. ``mask``
     [B, capacity] is the decoder's attention mask, written by the decoder as rows advance or finish."""
@@ -57,9 +64,10 @@ class Steps:
         logits, _ = self.model(ids, attention_mask=self.mask[:, : ids.shape[1]], cache=self.cache, last_token_only=True)
         return logits
 
-    def step(self, tokens: list[int]) -> torch.Tensor:
-        """Logits [B, 1, V] after feeding one token per row at the cache's next position."""
-        tok = torch.tensor(tokens, device=self.mask.device)[:, None]
+    def step(self, tokens: list[int] | torch.Tensor) -> torch.Tensor:
+        """Logits [B, 1, V] after feeding one token per row at the cache's next position (a list, or a [B]
+        tensor already on the device)."""
+        tok = _fed(tokens, self.mask.device)
         logits, _ = self.model(tok, attention_mask=self.mask[:, : self.cache.length + 1], cache=self.cache)
         return logits
 
@@ -172,8 +180,8 @@ class _GraphSteps(Steps):
         self.position.fill_(self.cache.length)
         return logits
 
-    def step(self, tokens: list[int]) -> torch.Tensor:
-        tok = torch.tensor(tokens, device=self.mask.device)[:, None]
+    def step(self, tokens: list[int] | torch.Tensor) -> torch.Tensor:
+        tok = _fed(tokens, self.mask.device)
         logits = self.compiled_step(tok, self.position, self.mask)
         self.position.add_(1)
         self.cache.length += 1

@@ -160,6 +160,9 @@ class BatchDecoder:
         self.alive = torch.ones(B, dtype=torch.bool, device=device)
         self._alive = [True] * B
         self.cache = self.backend.new_cache(B, capacity)
+        # on an accelerator, the chosen tokens are fed back on the device and the next step is queued before
+        # they are read on the host, so the device computes while the host handles a step's tokens
+        self.overlap = device.type != "cpu"
 
     def stop(self, row: int, reason: str = "stop") -> None:
         if self._alive[row]:
@@ -171,7 +174,11 @@ class BatchDecoder:
         return not any(self._alive)
 
     def _choose(self, logits: torch.Tensor, seen: torch.Tensor) -> list[int]:
-        if self.numpy_greedy and self.banned is None and logits.dtype == torch.float32:  # the common CPU case
+        return self._choose_tokens(logits, seen, host=True)
+
+    def _choose_tokens(self, logits: torch.Tensor, seen: torch.Tensor, host: bool) -> list[int] | torch.Tensor:
+        """The next token of every row: a list (``host``), or a [B] tensor on the logits' device."""
+        if host and self.numpy_greedy and self.banned is None and logits.dtype == torch.float32:  # the common CPU case
             arr = logits.numpy()
             if self.banned_cols is not None:  # in place: the logits are this step's own
                 arr[:, self._banned_np] = -np.inf
@@ -195,11 +202,59 @@ class BatchDecoder:
             for i, g in self.seeded.items():
                 if self._alive[i]:
                     tok[i] = torch.multinomial(probs[i], 1, generator=g)[0]
-        return tok.tolist()
+        return tok.tolist() if host else tok
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         with self.backend.threads():
-            yield from self._steps()
+            yield from (self._overlapped_steps() if self.overlap else self._steps())
+
+    def _emit(self, toks: list[int]) -> list[tuple[int, int]]:
+        """Record one step's tokens for the rows still alive; stop rows at eos or their length."""
+        emitted = []
+        for i, t in enumerate(toks):
+            if not self._alive[i]:
+                continue
+            if t == self.eos[i]:
+                self.stop(i, "stop")
+                continue
+            self.tokens[i].append(t)
+            emitted.append((i, t))
+            if len(self.tokens[i]) >= self.cfgs[i].max_new_tokens:
+                self.stop(i, "length")
+        return emitted
+
+    @torch.inference_mode()
+    def _overlapped_steps(self) -> Iterator[list[tuple[int, int]]]:
+        """The accelerator's loop: step t+1 is queued with step t's tokens, still on the device, before they
+        are copied to the host (one small copy, waited on through an event, not a sync of the whole queue).
+        A row that finishes at step t has one more step computed for it, which nothing reads; rows never see
+        each other, so every row's tokens are those of :meth:`_steps`."""
+        L = self.L
+        seen = self.ids
+        cuda = self.device.type == "cuda"
+        host = torch.empty(self.B, dtype=torch.long, pin_memory=cuda)
+        run = self.backend.start(self.mask, self.cache)
+        logits = run.prefill(self.ids)
+        for step in range(self.max_new):
+            if self.done:
+                return
+            tok = self._choose_tokens(logits[:, -1], seen, host=False)
+            host.copy_(tok, non_blocking=cuda)
+            ready = None
+            if cuda:
+                ready = torch.cuda.Event()
+                ready.record()
+            last = step == self.max_new - 1
+            if not last:
+                self.mask[:, L + step] = True
+                if self.use_penalty:
+                    seen = torch.cat([seen, tok[:, None]], dim=1)
+                logits = run.step(tok)
+            if ready is not None:
+                ready.synchronize()
+            yield self._emit(host.tolist())  # the caller may stop rows here (stop strings, cancelled requests)
+            if self.done or last:
+                return
 
     @torch.inference_mode()
     def _steps(self) -> Iterator[list[tuple[int, int]]]:
@@ -214,18 +269,7 @@ class BatchDecoder:
             if self.done:
                 return
             toks = self._choose(logits[:, -1], seen)
-            emitted = []
-            for i, t in enumerate(toks):
-                if not self._alive[i]:
-                    continue
-                if t == self.eos[i]:
-                    self.stop(i, "stop")
-                    continue
-                self.tokens[i].append(t)
-                emitted.append((i, t))
-                if len(self.tokens[i]) >= self.cfgs[i].max_new_tokens:
-                    self.stop(i, "length")
-            yield emitted  # the caller may stop rows here (stop strings, cancelled requests)
+            yield self._emit(toks)  # the caller may stop rows here (stop strings, cancelled requests)
             if self.done or step == self.max_new - 1:
                 return
             pos = L + step

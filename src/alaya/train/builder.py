@@ -158,8 +158,11 @@ def make_optimizer(params, optimizer: OptimizerSection, device: torch.device | N
 
 
 def describe_batch(train: TrainSection, dist: distributed.Dist, rows: str | None = None) -> str:
-    """The global batch and precision for the run's first log line: ``global batch R × T, bf16`` (windows of
-    T tokens), or with ``rows`` (what a row holds) ``global batch R rows × ≤T (rows), bf16``."""
+    """The global batch, precision and attention for the run's first log line: ``global batch R × T, bf16,
+    attention flex`` (windows of T tokens), or with ``rows`` (what a row holds) ``global batch R rows × ≤T
+    (rows), ...``."""
     n = train.global_rows(dist.world)
     shape = f"{n} × {train.seq_len}" if rows is None else f"{n} rows × ≤{train.seq_len} ({rows})"
-    return f"global batch {shape}, {train.precision}"
+    compiled = ", compiled blocks" if train.compile else ""
+    return (f"global batch {shape}, {train.precision}, attention "
+            f"{resolve_attention(train.attention, dist.device, training=True)}{compiled}")
