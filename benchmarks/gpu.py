@@ -101,7 +101,8 @@ def table(results: dict, device: str) -> str:
                     errs = ", ".join(f"{k} {v:.1e}" for k, v in e.items())
                     lines.append(f"| flex attention, {r['rows']} (s per step) | {r['seconds']['flex']:.4f} | "
                                  f"{r['seconds']['sdpa']:.4f} (alaya sdpa) | {r['flex_speedup']:.2f}x | "
-                                 f"relative errors: {errs} |")
+                                 f"relative errors: {errs}; forward alone (a prefill) flex/sdpa "
+                                 f"{r.get('flex_forward_speedup', 0):.2f}x |")
                 elif "flex_parity" in r:
                     f = r["flex_parity"]
                     lines.append(f"| flex parity | {'PASS' if f['ok'] else 'FAIL'} | | | worst relative error "
@@ -166,7 +167,7 @@ def main() -> None:
             "train bf16 eager": ("train_step.py", model + ["--precision", "bf16", "--seq-len", "2048", "--batch", "4"]),
             "train bf16 compiled": ("train_step.py", model + ["--precision", "bf16", "--seq-len", "2048", "--batch",
                                                               "4", "--compile"]),
-            "sft bf16": ("sft_step.py", model + ["--precision", "bf16", "--seq-len", "1024", "--batch", "8",
+            "sft bf16": ("sft_step.py", model + ["--precision", "bf16", "--seq-len", "1024", "--batch", "8", "--repeats", "1",
                                                  "--pad-multiple", "128"]),
             "decode": ("decode.py", model + ["--batches", "1", "16", "--new-tokens", "64", "--prompt-len", "64",
                                              "--dtype", "bfloat16"]),
