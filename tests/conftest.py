@@ -200,9 +200,9 @@ def dup_input(tmp_path_factory):
 # ------------------------------------------------------------------ scheduling on several workers (-n auto)
 # The files that take minutes go first: with --dist loadfile a worker takes whole files in collection order,
 # so a long file collected last would run alone at the end while the other workers wait.
-SLOW_FILES = ["sft/test_run.py", "test_quickstart.py", "sft/test_acceptance.py", "sft/test_resume.py",
-              "train/test_distributed.py", "train/test_pretrain.py", "infer/test_server.py",
-              "eval/test_lm_eval_agreement.py", "test_gpu_suite.py"]
+SLOW_FILES = ["test_gpu_suite.py", "sft/test_run.py", "test_quickstart.py", "sft/test_acceptance.py",
+              "test_gpu_suite_cli.py", "sft/test_resume.py", "train/test_distributed.py", "train/test_pretrain.py",
+              "infer/test_server.py", "eval/test_lm_eval_agreement.py"]
 
 
 def pytest_collection_modifyitems(config, items):

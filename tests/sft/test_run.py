@@ -150,24 +150,20 @@ def test_the_alaya_7b_lora_preset_holds_the_published_settings_and_validates():
 
 
 @pytest.mark.slow
-def test_compiled_lora_sft_with_dropout_trains_like_eager_and_resumes_exactly(tmp_path, base_dir, sft_files, capsys):
-    """train.compile=true (as the alaya-7b-lora preset sets it; each block compiled): without dropout the
-    losses are eager's within float rounding. Compiled blocks run on the whole [B, T] batch where eager runs
-    on the real tokens, so with LoRA dropout the masks are drawn over other shapes (the module draws the
-    same masks over the same shapes: tests/model/test_lora.py); a compiled run with dropout, stopped after a
-    checkpoint and resumed, ends bitwise equal to the compiled run left alone."""
-    extra = {"eval.every": 100, "checkpoint.every": 2}
+def test_compiled_lora_sft_trains_like_eager_and_resumes_exactly(tmp_path, base_dir, sft_files, capsys):
+    """train.compile=true (as the alaya-7b-lora preset sets it; each block compiled) on packed rows: the losses
+    are eager's within float rounding, and a compiled run stopped after a checkpoint and resumed ends bitwise
+    equal to the compiled run left alone. LoRA dropout is 0 here: compiled blocks run on the whole [B, T]
+    batch where eager runs on the real tokens, so with dropout the masks are drawn over other shapes (over
+    the same shapes compiled and eager draw the same masks: tests/model/test_lora.py; an eager run with
+    dropout resumes bitwise: tests/sft/test_resume.py)."""
+    extra = {"eval.every": 100, "checkpoint.every": 2, "lora.dropout": 0.0}
     on = {"train.compile": "true"}
-    no_dropout = {"lora.dropout": 0.0}
-    assert main(["sft", "--config", LORA, *overrides(tmp_path / "eager", base_dir, sft_files, 4, **extra,
-                                                     **no_dropout)]) == 0
-    assert main(["sft", "--config", LORA, *overrides(tmp_path / "compiled0", base_dir, sft_files, 4, **extra, **on,
-                                                     **no_dropout)]) == 0
-    a = [r["loss"] for r in read_metrics(tmp_path / "eager")[0]]
-    b = [r["loss"] for r in read_metrics(tmp_path / "compiled0")[0]]
-    assert len(a) == len(b) == 4 and max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
+    assert main(["sft", "--config", LORA, *overrides(tmp_path / "eager", base_dir, sft_files, 4, **extra)]) == 0
     assert main(["sft", "--config", LORA, *overrides(tmp_path / "compiled", base_dir, sft_files, 4, **extra, **on)]) == 0
+    a = [r["loss"] for r in read_metrics(tmp_path / "eager")[0]]
     b = [r["loss"] for r in read_metrics(tmp_path / "compiled")[0]]
+    assert len(a) == len(b) == 4 and max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (a, b)
     cut = overrides(tmp_path / "cut", base_dir, sft_files, 4, **extra, **on)
     assert main(["sft", "--config", LORA, *cut, "train.stop_after=3"]) == 0
     assert not (tmp_path / "cut" / "final").exists()
