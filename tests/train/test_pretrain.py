@@ -106,6 +106,7 @@ def test_flex_attention_for_training_on_the_cpu_is_refused_with_the_reason(tmp_p
     args = tiny_run_overrides(tmp_path / "run", token_dir, steps=2, **{"train.attention": "flex"})
     assert main(["pretrain", "--config", TINY, *args]) == 2
     assert "train.attention: attention flex cannot train on the CPU" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before the run folder or any data work
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from alaya.train import distributed
 from alaya.train.config import PRETRAIN_DEFAULTS, ConfigError, load_config, need
 from alaya.train.builder import RESUME_FREE as BASE_RESUME_FREE
 from alaya.train.builder import (OptimizerSection, TrainSection, check_fits, describe_batch, make_optimizer,
-                                 place_model)
+                                 place_model, training_attention)
 from alaya.train.loop import TrainParts, autocast, run_training, save_full_model, start_run_dir
 
 DEFAULT_SAMPLES = ["你好，你是谁？", "Who are you?", "What is the capital of France?", "请用一句话介绍一下长城。"]
@@ -183,6 +183,7 @@ def run_sft(config_path: str | None, overrides: list[str], resume: bool = False)
     dist = distributed.init(train.device)
     run_dir = Path(cfg["run_dir"])
     try:
+        training_attention(train, dist)  # before any data work
         start_run_dir(run_dir, cfg, dist, resume, RESUME_FREE)
         base = str(cfg["model"]["path"])
         tok = AlayaTokenizer.load(base)

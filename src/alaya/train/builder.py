@@ -133,15 +133,21 @@ def check_fits(model: torch.nn.Module, train: TrainSection) -> None:
         raise ConfigError(f"train.seq_len {train.seq_len} exceeds the model's max_seq_len {ctx}")
 
 
+def training_attention(train: TrainSection, dist: distributed.Dist) -> str:
+    """``train.attention`` resolved for this process's device (a ConfigError naming the key when it cannot
+    run here); the commands ask before any data work, so a wrong choice fails in a second."""
+    try:
+        return resolve_attention(train.attention, dist.device, training=True)
+    except ValueError as e:
+        raise ConfigError(f"train.attention: {e}") from None
+
+
 def place_model(model: torch.nn.Module, train: TrainSection, dist: distributed.Dist) -> torch.nn.Module:
     """The model as the loop trains it: activation checkpointing, on the device, wrapped for DDP / FSDP2 (with
     the precision's policy) and compiled when asked. Returns the wrapped model."""
     check_fits(model, train)
     model.activation_checkpointing = train.activation_checkpointing
-    try:
-        model.attention = resolve_attention(train.attention, dist.device, training=True)
-    except ValueError as e:
-        raise ConfigError(f"train.attention: {e}") from None
+    model.attention = training_attention(train, dist)
     model.to(dist.device)
     if train.compile:  # before wrapping: the blocks are compiled, then DDP / FSDP2 wrap them
         compile_for_training(model)
@@ -165,4 +171,4 @@ def describe_batch(train: TrainSection, dist: distributed.Dist, rows: str | None
     shape = f"{n} × {train.seq_len}" if rows is None else f"{n} rows × ≤{train.seq_len} ({rows})"
     compiled = ", compiled blocks" if train.compile else ""
     return (f"global batch {shape}, {train.precision}, attention "
-            f"{resolve_attention(train.attention, dist.device, training=True)}{compiled}")
+            f"{training_attention(train, dist)}{compiled}")

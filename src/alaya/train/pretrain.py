@@ -20,7 +20,7 @@ from alaya.train import distributed
 from alaya.train.config import ConfigError, load_config
 from alaya.train.data import MixtureSampler
 from alaya.train.builder import (RESUME_FREE, OptimizerSection, TrainSection, check_fits, describe_batch, make_optimizer,
-                                 place_model)
+                                 place_model, training_attention)
 from alaya.train.loop import TrainParts, log_main, run_training, save_full_model, start_run_dir
 from alaya.tokenizer.shards import INDEX, tokenize_to_shards
 from alaya.train.shards import TokenShards
@@ -85,6 +85,7 @@ def run_pretrain(config_path: str | None, overrides: list[str], resume: bool = F
     dist = distributed.init(train.device)
     run_dir = Path(cfg["run_dir"])
     try:
+        training_attention(train, dist)  # before any data work
         start_run_dir(run_dir, cfg, dist, resume, RESUME_FREE)
         torch.manual_seed(cfg["seed"])  # the same initial weights on every rank
         model = build_model(cfg)
