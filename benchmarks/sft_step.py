@@ -60,11 +60,13 @@ def child(args) -> dict:
     if args.side == "alaya":  # as `alaya sft` builds it: prepare_lora, place_model, make_optimizer
         from alaya.sft.run import prepare_lora
         from alaya.train.builder import OptimizerSection, TrainSection, make_optimizer, place_model
+        from alaya.train.config import PRETRAIN_DEFAULTS
         from alaya.train.distributed import Dist
 
-        train = TrainSection(seq_len=args.seq_len, micro_batch_size=args.batch, grad_accum=1, precision=args.precision,
-                             parallel="none", activation_checkpointing=False, compile=args.compile,
-                             attention=args.attention, device=args.device, peak_tflops=None, stop_after=None)
+        train = TrainSection.of({"train": {**PRETRAIN_DEFAULTS["train"], "seq_len": args.seq_len,
+                                           "micro_batch_size": args.batch, "precision": args.precision,
+                                           "parallel": "none", "compile": args.compile, "attention": args.attention,
+                                           "device": args.device}})
         prepare_lora(ours, {"r": lora["r"], "alpha": lora["alpha"], "dropout": lora["dropout"],
                             "target_modules": lora["targets"], "rslora": False}, train)
         model = place_model(ours, train, Dist(device=device))

@@ -23,6 +23,7 @@ def child(args) -> dict:
     from alaya.model.mpt import AlayaForCausalLM
     from alaya.train.loop import autocast, train_step
     from alaya.train.builder import OptimizerSection, TrainSection, make_optimizer, place_model
+    from alaya.train.config import PRETRAIN_DEFAULTS
     from alaya.train.distributed import Dist
 
     layers = {"n_layers": args.layers} if args.layers else {}
@@ -32,9 +33,10 @@ def child(args) -> dict:
     ours = AlayaForCausalLM(cfg).to(device)
     batch = torch.randint(4, cfg.vocab_size, (args.batch, args.seq_len), generator=torch.Generator().manual_seed(1))
     if args.side == "alaya":  # as `alaya pretrain` builds it: place_model, make_optimizer
-        train = TrainSection(seq_len=args.seq_len, micro_batch_size=args.batch, grad_accum=1, precision=args.precision,
-                             parallel="none", activation_checkpointing=False, compile=args.compile,
-                             attention=args.attention, device=args.device, peak_tflops=None, stop_after=None)
+        train = TrainSection.of({"train": {**PRETRAIN_DEFAULTS["train"], "seq_len": args.seq_len,
+                                           "micro_batch_size": args.batch, "precision": args.precision,
+                                           "parallel": "none", "compile": args.compile, "attention": args.attention,
+                                           "device": args.device}})
         model = place_model(ours, train, Dist(device=device))
         opt = make_optimizer(model.parameters(), OptimizerSection(lr=1e-4, min_lr=1e-5, betas=(0.9, 0.95), eps=1e-8,
                                                                   weight_decay=1e-5, grad_clip=0.3), device)

@@ -173,10 +173,7 @@ class BatchDecoder:
     def done(self) -> bool:
         return not any(self._alive)
 
-    def _choose(self, logits: torch.Tensor, seen: torch.Tensor) -> list[int]:
-        return self._choose_tokens(logits, seen, host=True)
-
-    def _choose_tokens(self, logits: torch.Tensor, seen: torch.Tensor, host: bool) -> list[int] | torch.Tensor:
+    def _choose(self, logits: torch.Tensor, seen: torch.Tensor, host: bool = True) -> list[int] | torch.Tensor:
         """The next token of every row: a list (``host``), or a [B] tensor on the logits' device."""
         if host and self.numpy_greedy and self.banned is None and logits.dtype == torch.float32:  # the common CPU case
             arr = logits.numpy()
@@ -238,7 +235,7 @@ class BatchDecoder:
         for step in range(self.max_new):
             if self.done:
                 return
-            tok = self._choose_tokens(logits[:, -1], seen, host=False)
+            tok = self._choose(logits[:, -1], seen, host=False)
             host.copy_(tok, non_blocking=cuda)
             ready = None
             if cuda:
