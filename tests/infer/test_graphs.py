@@ -155,3 +155,37 @@ def test_the_overlapped_loop_through_the_graphs_path_decodes_what_the_torch_path
     for _ in decoder:
         pass
     assert decoder.tokens == generate(TorchBackend(ref), PROMPTS, cfg)
+
+
+def test_the_compiled_step_mutates_only_its_static_buffers(models, monkeypatch):
+    """What CUDA-graph trees need to replay the step as one graph: every input the step writes (the KV cache)
+    is a static input (a buffer, fixed address), so inductor does not skip the graph for "mutated inputs";
+    the inputs copied in at each replay are the fed tokens [B, 1], the position [1] and the mask [B, capacity].
+    Read from inductor's own bookkeeping, on the CPU, with the backend CUDA gets (cudagraphs on)."""
+    import torch._inductor.compile_fx as cfx
+
+    ref, _ = models
+    compiled = []
+
+    def inner(gm, example_inputs, **kw):
+        out = cfx.compile_fx_inner(gm, example_inputs, **kw)
+        compiled.append((set(kw.get("static_input_idxs", ())), set(out.mutated_input_idxs), example_inputs))
+        return out
+
+    def backend(gm, example_inputs):
+        return cfx.compile_fx(gm, example_inputs, inner_compile=inner, config_patches={"triton.cudagraphs": True})
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, mode=None, **kw: real_compile(m, backend=backend, **kw))
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # a cached graph skips inner_compile
+    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
+    graphs = GraphBackend(copy.deepcopy(ref))
+    cfg = GenerationConfig(max_new_tokens=4, temperature=0, eos_token_id=-1)
+    assert generate(graphs, PROMPTS, cfg) == generate(TorchBackend(ref), PROMPTS, cfg)
+    assert len(compiled) == 1  # one graph: fullgraph, no break
+    static, mutated, inputs = compiled[0]
+    cache = ref.new_cache(len(PROMPTS), BUCKET).keys.shape
+    assert [tuple(inputs[i].shape) for i in sorted(mutated)] == [cache, cache]  # keys and values
+    assert mutated <= static
+    copied = sorted(tuple(x.shape) for i, x in enumerate(inputs) if i not in static)
+    assert copied == sorted([(len(PROMPTS), 1), (1,), (len(PROMPTS), BUCKET)])
