@@ -181,3 +181,35 @@ def test_flex_attention_for_prompts_answers_what_sdpa_answers(model_dir):
         assert backend.model.attention == ("sdpa" if attention == "auto" else attention)
         answers[attention] = generate(backend, [tok.encode(p) for p in prompts], cfg)
     assert answers["flex"] == answers["sdpa"] == answers["auto"]
+
+
+@pytest.mark.parametrize("other", ["kernels", "graphs"])
+def test_auto_falls_back_to_the_torch_path_when_the_other_path_fails_to_build(other, small_config, monkeypatch,
+                                                                             capsys):
+    """The timed pass of ``auto`` never leaves a user without decoding: when the other path fails here (a
+    kernel that does not compile, a graph that cannot be captured), it says so, keeps ``torch`` as this
+    machine's choice with the reason, and the model decodes as it did."""
+    from alaya.infer import backends
+    from alaya.infer.cpu_path import _read_choices, read_choice
+
+    torch.manual_seed(0)
+    ref = AlayaForCausalLM(small_config).eval().requires_grad_(False)
+    m = copy.deepcopy(ref)
+    relayout_for_decoding(m)
+
+    def broken(*a, **kw):
+        raise RuntimeError("no kernel for this machine\nsecond line")
+
+    if other == "kernels":
+        monkeypatch.setattr(backends, "FusedDecodeStep", broken)  # fails after the Linears were swapped
+    else:
+        monkeypatch.setattr(backends, "decode_step_seconds",
+                            lambda b: broken() if b.name == "graphs" else 1.0)
+    assert backends._measure(m, ("torch", other), 1.15) == "torch"
+    err = capsys.readouterr().err
+    assert f"--decode-path {other} failed on this machine (RuntimeError: no kernel for this machine)" in err
+    assert read_choice(m) == "torch"
+    assert next(v for v in _read_choices().values() if v.get("failed") == other)["error"].startswith("RuntimeError")
+    assert _kernel_modules(m) == 0
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0)
+    assert generate(TorchBackend(m), PROMPTS, cfg) == generate(ref, PROMPTS, cfg)

@@ -11,9 +11,10 @@ model file (:mod:`alaya.model.mpt`) stays the network alone.
   :class:`~alaya.infer.cpu_path.KernelLinear` modules put in the place of the model's Linears (same
   parameters, same state dict). PyTorch's own threads are held to one while it decodes.
 - ``graphs`` (:class:`GraphBackend`): gpt-fast's design for accelerators. A static KV cache of a bucketed
-  capacity, the position as a device tensor and a full-width mask, so every decoding step has the same
-  shapes; the step is compiled once per (batch, capacity) bucket with ``fullgraph=True`` and, on CUDA,
-  ``mode="reduce-overhead"``: one CUDA-graph replay per token instead of ~70 kernel launches from Python.
+  capacity, the position as a device tensor and a full-width mask, so every decoding step of a run has the
+  same shapes; the step is compiled once with ``fullgraph=True`` and symbolic batch and capacity (so a new
+  bucket is not a new compilation) and, on CUDA, ``mode="reduce-overhead"``: one CUDA-graph replay per
+  token instead of ~70 kernel launches from Python, each bucket its own recording.
   The prefill runs the model's forward as it is.
 
 Which one: :func:`choose_backend` with the setting ``--decode-path`` (``auto``, ``torch``, ``kernels``,
@@ -41,7 +42,7 @@ from alaya.infer.int8 import set_kernels
 from alaya.model.mpt import AlayaForCausalLM, KVCache, TiedHead
 
 DECODE_PATHS = ("auto", "torch", "kernels", "graphs", "measure")
-BUCKET = 256  # the static cache's capacity is rounded up to a multiple of this (one compiled graph per bucket)
+BUCKET = 256  # the static cache's capacity is rounded up to a multiple of this (one CUDA graph per bucket)
 KEEP_BUCKETS = 4  # static caches (and their graphs) kept alive at once, the least recently used dropped
 
 
@@ -125,11 +126,15 @@ class KernelsBackend(TorchBackend):
             raise ValueError(f"--decode-path kernels runs on CPU in float32 (or --quantize int8); the model is "
                              f"{act.dtype} on {act.device} (use --decode-path torch there)")
         self.model = model
-        store_row_major(model)
-        replace_modules(model, nn.Linear, KernelLinear)
-        replace_modules(model, TiedHead, KernelHead)
-        set_kernels(model, True)
-        self.fused = FusedDecodeStep(model)
+        try:
+            store_row_major(model)
+            replace_modules(model, nn.Linear, KernelLinear)
+            replace_modules(model, TiedHead, KernelHead)
+            set_kernels(model, True)
+            self.fused = FusedDecodeStep(model)
+        except BaseException:
+            self.close()  # the model as it was given, whatever step failed
+            raise
 
     def threads(self) -> ContextManager:
         return decode_threads()
@@ -151,22 +156,18 @@ class KernelsBackend(TorchBackend):
         return "kernels"
 
 
-class _StaticDecoder(nn.Module):
-    """The model and one static KV cache held as buffers, so that the compiled step sees the same addresses
-    at every replay (a CUDA graph replays fixed memory)."""
+class _StaticCache:
+    """One bucket's static KV cache: [n_layers, B, H, capacity, head_dim] keys and values, zeroed (an unwritten
+    position is masked, and zeros keep its product finite). Their addresses are marked static, so a CUDA
+    graph reads and writes them in place instead of copying them in at every replay; unguarded, so a new
+    bucket's buffers are a new graph recording, not a recompilation."""
 
     def __init__(self, model: AlayaForCausalLM, batch_size: int, capacity: int):
-        super().__init__()
-        self.model = model
         cache = model.new_cache(batch_size, capacity)
-        self.register_buffer("keys", cache.keys.zero_(), persistent=False)
-        self.register_buffer("values", cache.values.zero_(), persistent=False)
+        self.keys, self.values = cache.keys.zero_(), cache.values.zero_()
+        for t in (self.keys, self.values):
+            torch._dynamo.mark_static_address(t, guard=False)
         self.in_use = False  # a decoding run holds these buffers
-
-    def forward(self, tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits [B, 1, V] of one new token per row ([B, 1]) written at ``position`` ([1]); ``mask`` [B, capacity]."""
-        logits, _ = self.model(tokens, attention_mask=mask, cache=KVCache(self.keys, self.values, position=position))
-        return logits
 
 
 class _GraphSteps(Steps):
@@ -182,59 +183,70 @@ class _GraphSteps(Steps):
 
     def step(self, tokens: list[int] | torch.Tensor) -> torch.Tensor:
         tok = _fed(tokens, self.mask.device)
-        logits = self.compiled_step(tok, self.position, self.mask)
+        logits = self.compiled_step(tok, self.position, self.mask, self.cache.keys, self.cache.values)
         self.position.add_(1)
         self.cache.length += 1
         return logits.clone()  # a graph's output is overwritten by the next replay
 
 
 class GraphBackend(TorchBackend):
-    """Static-shape decoding steps, compiled once per (batch, capacity) bucket (module docstring). Greedy
-    output equals :class:`TorchBackend`'s; the first step of a new bucket compiles (and on CUDA captures)
-    the graph, the later ones replay it."""
+    """Static-shape decoding steps (module docstring). Greedy output equals :class:`TorchBackend`'s.
+
+    One compiled step serves every bucket: the batch and the capacity are symbolic sizes (``dynamic=True``;
+    torch specialises a batch of 1 on its own, so a model compiles at most twice: one row, several rows).
+    On CUDA a new (batch, capacity) bucket is then a new CUDA-graph recording of the same compiled code,
+    not a new compilation. The last :data:`KEEP_BUCKETS` buckets' caches are kept, so their recordings
+    replay."""
 
     name = "graphs"
 
     def __init__(self, model: AlayaForCausalLM):
         super().__init__(model)
         self.mode = "reduce-overhead" if model.device.type == "cuda" else None
-        self._buckets: dict[tuple[int, int], tuple[_StaticDecoder, object]] = {}
-        self._steps: dict[int, object] = {}  # id of a lent cache -> the compiled step over its buffers
+        self._buckets: dict[tuple[int, int], _StaticCache] = {}
+        self._lent: set[int] = set()  # ids of the caches lent to decoding runs still alive
+
+        def step(tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor, keys: torch.Tensor,
+                 values: torch.Tensor) -> torch.Tensor:
+            """Logits [B, 1, V] of one new token per row ([B, 1]) written at ``position`` ([1]) into the
+            static cache; ``mask`` [B, capacity]."""
+            logits, _ = model(tokens, attention_mask=mask, cache=KVCache(keys, values, position=position))
+            return logits
+
+        self.step = torch.compile(step, mode=self.mode, fullgraph=True, dynamic=True)
 
     def capacity(self, needed: int) -> int:
         return min(-(-needed // BUCKET) * BUCKET, max(needed, self.model.config.max_seq_len))
 
-    def _bucket(self, batch_size: int, capacity: int) -> tuple[_StaticDecoder, object]:
+    def _bucket(self, batch_size: int, capacity: int) -> _StaticCache:
         key = (batch_size, capacity)
         if key not in self._buckets:
             if len(self._buckets) >= KEEP_BUCKETS:
                 self._buckets.pop(next(iter(self._buckets)))
-            runner = _StaticDecoder(self.model, batch_size, capacity)
-            self._buckets[key] = (runner, torch.compile(runner, mode=self.mode, fullgraph=True, dynamic=False))
+            self._buckets[key] = _StaticCache(self.model, batch_size, capacity)
         self._buckets[key] = self._buckets.pop(key)  # the most recently used last
         return self._buckets[key]
 
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
         """The bucket's static cache; while another decoding run still holds it (two decoders alive at once,
-        in one thread or two), a cache and compiled step of this run's own, so no run writes into another's."""
-        runner, step = self._bucket(batch_size, capacity)
-        if runner.in_use:
-            runner = _StaticDecoder(self.model, batch_size, capacity)
-            step = torch.compile(runner, mode=self.mode, fullgraph=True, dynamic=False)
-        runner.in_use = True
-        cache = KVCache(runner.keys, runner.values)
-        self._steps[id(cache)] = step
-        weakref.finalize(cache, self._release, runner, id(cache))  # the run is over when its cache is dropped
+        in one thread or two), a cache of this run's own, so no run writes into another's."""
+        held = self._bucket(batch_size, capacity)
+        if held.in_use:
+            held = _StaticCache(self.model, batch_size, capacity)
+        held.in_use = True
+        cache = KVCache(held.keys, held.values)
+        self._lent.add(id(cache))
+        weakref.finalize(cache, self._release, held, id(cache))  # the run is over when its cache is dropped
         return cache
 
-    def _release(self, runner: _StaticDecoder, key: int) -> None:
-        runner.in_use = False
-        self._steps.pop(key, None)
+    def _release(self, held: _StaticCache, key: int) -> None:
+        held.in_use = False
+        self._lent.discard(key)
 
     def start(self, mask: torch.Tensor, cache: KVCache) -> Steps:
-        if id(cache) not in self._steps:
+        if id(cache) not in self._lent:
             raise ValueError("a graphs decoding run needs a cache from this backend's new_cache()")
-        return _GraphSteps(self.model, mask, cache, self._steps[id(cache)])
+        return _GraphSteps(self.model, mask, cache, self.step)
 
     def describe(self) -> str:
         return f"graphs ({self.model.device.type})"
@@ -304,8 +316,21 @@ def _measure(model: AlayaForCausalLM, pair: tuple[str, str], margin: float) -> s
     seconds = {base: float("inf"), other: float("inf")}
     for _ in range(2):  # alternated: a slow spell of a shared machine falls on both sides
         for name in pair:
-            backend = BACKENDS[name](model)
-            seconds[name] = min(seconds[name], decode_step_seconds(backend))
+            backend = None
+            try:
+                backend = BACKENDS[name](model)
+                seconds[name] = min(seconds[name], decode_step_seconds(backend))
+            except Exception as e:  # noqa: BLE001 -- the other path failed to build here: today's path serves
+                if name == base:
+                    raise
+                if backend is not None:
+                    backend.close()
+                why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                print(f"--decode-path {name} failed on this machine ({why}); decoding with {base}. "
+                      f"--decode-path {name} shows the whole error; --decode-path measure tries again.",
+                      file=sys.stderr, flush=True)
+                remember_choice(model, base, {"failed": name, "error": why[:500]})
+                return base
             backend.close()
     want = other if seconds[base] >= margin * seconds[other] else base
     remember_choice(model, want, {f"{name}_step_ms": round(t * 1e3, 3) for name, t in seconds.items()})
