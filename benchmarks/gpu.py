@@ -87,13 +87,25 @@ def table(results: dict, device: str) -> str:
                     lines.append(f"| {name} real tok/s | {a['tokens_per_s']:.0f} | {p['tokens_per_s']:.0f} (peft) | "
                                  f"{a['tokens_per_s'] / p['tokens_per_s']:.2f}x | {note} |")
         elif name.startswith("decode"):
+            bound = next((r["bound"] for r in rows if "bound" in r), {})
             for r in rows:
                 if "batch" in r and "transformers tok/s" in r:
                     ref = r["transformers tok/s"]
                     for side in ("alaya tok/s", "alaya graphs tok/s"):
-                        if side in r:
-                            lines.append(f"| decode batch {r['batch']}, {side.replace(' tok/s', '')} tok/s | "
-                                         f"{r[side]:.0f} | {ref:.0f} (transformers) | {r[side] / ref:.2f}x | |")
+                        if side not in r:
+                            continue
+                        who = side.replace(" tok/s", "")
+                        notes = []
+                        if r["batch"] == bound.get("batch") and who in bound.get("percent", {}):
+                            notes.append(f"{bound['percent'][who]:.0f} % of the bandwidth bound "
+                                         f"({bound['read_GBps']:.0f} GB/s read; transformers "
+                                         f"{bound['percent'].get('transformers', 0):.0f} %)")
+                        if who == "alaya graphs" and r.get("alaya graphs first call s") is not None:
+                            extra = r.get("alaya graphs new bucket s")
+                            notes.append(f"first call {r['alaya graphs first call s']:.1f} s (compile + capture)"
+                                         + (f"; a new bucket {extra:+.2f} s (recording)" if extra is not None else ""))
+                        lines.append(f"| decode batch {r['batch']}, {who} tok/s | {r[side]:.0f} | {ref:.0f} "
+                                     f"(transformers) | {r[side] / ref:.2f}x | {'; '.join(notes)} |")
         elif name.startswith("flex"):
             for r in rows:
                 if "rows" in r and "errors" in r:

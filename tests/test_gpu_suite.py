@@ -33,7 +33,10 @@ def test_the_gpu_suite_runs_its_speed_and_parity_rows_at_tiny_shapes_on_the_cpu(
     decode = [r for r in rows["decode"] if "batch" in r]
     assert [r["batch"] for r in decode] == [1, 2]
     assert all(math.isfinite(r[side]) for r in decode for side in ("alaya tok/s", "alaya graphs tok/s", "transformers tok/s"))
-    assert any(line.startswith("| decode batch 1, alaya graphs tok/s |") for line in lines)
+    graphs_b1 = next(line for line in lines if line.startswith("| decode batch 1, alaya graphs tok/s |"))
+    assert "% of the bandwidth bound" in graphs_b1 and "first call" in graphs_b1  # the share and capture time
+    assert set(next(r["bound"] for r in rows["decode"] if "bound" in r)["percent"]) >= {"alaya", "alaya graphs",
+                                                                                        "transformers"}
     if (SHARED_DATA / "lf_alpaca_en_demo").is_dir():  # the SFT row reads the Alpaca demos
         sft = rows["sft fp32"][-1]
         assert all(math.isfinite(sft[side]["tokens_per_s"]) for side in ("alaya", "alaya packed", "transformers+peft"))
