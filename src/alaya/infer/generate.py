@@ -2,8 +2,10 @@
 
 One prefill over the padded prompts, then one token per step for every unfinished row. Each row has its
 own :class:`GenerationConfig` (the server batches requests with different settings): greedy when
-``temperature == 0``, otherwise sampling with temperature, top-k and top-p from the row's own seeded
-generator, so a row's output does not depend on what else is in the batch. Banned token ids (the published
+``temperature == 0``, otherwise sampling with temperature, top-k and top-p. A sampled row's t-th draw is the
+t-th of a stream of uniforms made from its seed alone (:func:`row_uniforms`; a fresh random seed where none
+is given), so a row's output does not depend on what else is in the batch, and every row of a step samples in
+one vectorised inverse-CDF draw (:func:`sample_from`), with no loop over rows. Banned token ids (the published
 ``bad_words_ids=[[3]]``) never come out; a row stops at ``eos_token_id``, after ``max_new_tokens``, or when
 the caller stops it (a stop string seen by :class:`alaya.infer.text.TextStream`, a client gone).
 """
@@ -80,6 +82,29 @@ def _filter_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch
     return logits
 
 
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def row_uniforms(seed: int, n: int) -> np.ndarray:
+    """The uniforms in [0, 1) of a row's draws 0..n-1, from its seed alone: splitmix64 of seed + k, the top 24
+    bits of each (exact in float32, so ``u * total`` stays below ``total``)."""
+    with np.errstate(over="ignore"):
+        x = np.uint64(seed & (2**64 - 1)) + np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN
+        x = (x ^ (x >> np.uint64(30))) * _MIX1
+        x = (x ^ (x >> np.uint64(27))) * _MIX2
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(40)).astype(np.float32) / np.float32(2**24)
+
+
+def sample_from(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs`` [B, V] (unnormalised, >= 0), from the row's uniform ``u`` [B]: the first
+    token whose cumulative probability exceeds ``u`` times the row's total (inverse CDF; a token of
+    probability 0 is never drawn)."""
+    cdf = probs.cumsum(-1)
+    target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_max(probs.shape[-1] - 1)
+
+
 class BatchDecoder:
     """Iterate to decode: each step yields ``[(row, token), ...]`` for the rows that produced a token.
 
@@ -147,14 +172,13 @@ class BatchDecoder:
                     self.banned[i, c.banned_token_ids] = True
         self.eos = [c.eos_token_id for c in cfgs]
         self.truncate = any(c.top_k > 0 or c.top_p < 1 for c in cfgs)
-        # a seeded row draws from its own generator, so its output does not depend on the rest of the batch;
-        # the unseeded rows draw together, in one call, from one generator with fresh entropy (torch.seed()
-        # would also reseed the global generator)
-        self.seeded = {i: torch.Generator(device=device).manual_seed(c.seed) for i, c in enumerate(cfgs)
-                       if c.temperature > 0 and c.seed is not None}
-        unseeded = [i for i, c in enumerate(cfgs) if c.temperature > 0 and c.seed is None]
-        self.unseeded = torch.tensor(unseeded, dtype=torch.long, device=device) if unseeded else None
-        self.shared = torch.Generator(device=device).manual_seed(secrets.randbits(63)) if unseeded else None
+        # every sampled row's uniforms for the whole run, [B, max_new] on the device: draw t of row i is
+        # uniforms[i, t], from the row's seed alone (fresh entropy where none is given)
+        self.uniforms = None
+        if not self.all_greedy:
+            streams = [row_uniforms(secrets.randbits(63) if c.seed is None else c.seed, self.max_new)
+                       if c.temperature > 0 else np.zeros(self.max_new, dtype=np.float32) for c in cfgs]
+            self.uniforms = torch.from_numpy(np.stack(streams)).to(device)
         self.tokens: list[list[int]] = [[] for _ in range(B)]
         self.finish_reason: list[str | None] = [None] * B
         self.alive = torch.ones(B, dtype=torch.bool, device=device)
@@ -173,8 +197,8 @@ class BatchDecoder:
     def done(self) -> bool:
         return not any(self._alive)
 
-    def _choose(self, logits: torch.Tensor, seen: torch.Tensor, host: bool = True) -> list[int] | torch.Tensor:
-        """The next token of every row: a list (``host``), or a [B] tensor on the logits' device."""
+    def _choose(self, logits: torch.Tensor, seen: torch.Tensor, step: int, host: bool = True) -> list[int] | torch.Tensor:
+        """Every row's token number ``step``: a list (``host``), or a [B] tensor on the logits' device."""
         if host and self.numpy_greedy and self.banned is None and logits.dtype == torch.float32:  # the common CPU case
             arr = logits.numpy()
             if self.banned_cols is not None:  # in place: the logits are this step's own
@@ -191,14 +215,9 @@ class BatchDecoder:
             tok = torch.from_numpy(logits.numpy().argmax(-1))
         else:
             tok = logits.argmax(-1)
-        if not self.all_greedy:
+        if not self.all_greedy:  # one draw for every row (a greedy or finished row's is not used)
             probs = _filter_logits(logits, self.temperature, self.top_k, self.top_p, self.truncate).softmax(-1)
-            if self.unseeded is not None:  # one draw for all of them (a finished row's is not used)
-                draws = torch.multinomial(probs.index_select(0, self.unseeded), 1, generator=self.shared)
-                tok = tok.index_copy(0, self.unseeded, draws.squeeze(1).to(tok.dtype))
-            for i, g in self.seeded.items():
-                if self._alive[i]:
-                    tok[i] = torch.multinomial(probs[i], 1, generator=g)[0]
+            tok = torch.where(self.greedy, tok.to(logits.device), sample_from(probs, self.uniforms[:, step]))
         return tok.tolist() if host else tok
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
@@ -235,7 +254,7 @@ class BatchDecoder:
         for step in range(self.max_new):
             if self.done:
                 return
-            tok = self._choose(logits[:, -1], seen, host=False)
+            tok = self._choose(logits[:, -1], seen, step, host=False)
             host.copy_(tok, non_blocking=cuda)
             ready = None
             if cuda:
@@ -265,7 +284,7 @@ class BatchDecoder:
         for step in range(self.max_new):
             if self.done:
                 return
-            toks = self._choose(logits[:, -1], seen)
+            toks = self._choose(logits[:, -1], seen, step)
             yield self._emit(toks)  # the caller may stop rows here (stop strings, cancelled requests)
             if self.done or step == self.max_new - 1:
                 return
