@@ -156,9 +156,40 @@ def test_a_step_of_sixteen_sampled_rows_is_one_draw_without_a_host_read(model):
     prompts = [PROMPTS[i % 3] for i in range(16)]
     cfgs = [GenerationConfig(max_new_tokens=4, temperature=0.8, top_p=0.9, seed=s) for s in range(16)]
     decoder = BatchDecoder(model, prompts, cfgs)
+    assert decoder.candidates == 256  # on the CPU: topk among 256 first, and a host read to check they sufficed
+    decoder.candidates = None  # what a decoder on an accelerator has: the vocabulary sorted, nothing read
     logits = torch.randn(16, model.config.vocab_size)
     with Ops() as ops:
         decoder._choose(logits, decoder.ids, 0, host=False)
     assert ops.names.count("searchsorted.Tensor") == 1 and not any("multinomial" in n for n in ops.names)
     assert not any(n.startswith(("_local_scalar_dense", "item", "nonzero")) for n in ops.names)
 
+
+
+@pytest.mark.parametrize("candidates", [None, 4, 64])
+def test_top_k_and_top_p_keep_what_transformers_keeps(candidates):
+    """Each row's kept tokens against transformers' TopKLogitsWarper then TopPLogitsWarper, the reference a
+    user knows, over rows of different settings in one batch: peaked and flat rows, top-k alone, top-p alone,
+    both, neither. ``candidates`` small makes the CPU's search among the best tokens widen (4 -> 64 -> all)."""
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    from alaya.infer.generate import _filter_logits
+
+    g = torch.Generator().manual_seed(0)
+    settings = [(0, 0.9), (5, 1.0), (20, 0.8), (0, 1.0), (3, 0.5), (0, 0.3), (50, 0.95), (0, 0.99)]
+    V = 300
+    logits = torch.randn(len(settings), V, generator=g) * torch.tensor([6.0, 1, 4, 2, 0.5, 8, 1, 0.2])[:, None]
+    temperature = torch.full((len(settings), 1), 0.7)
+    top_k = torch.tensor([[k] for k, _ in settings])
+    top_p = torch.tensor([[p] for _, p in settings])
+    ours = _filter_logits(logits, temperature, top_k, top_p, True, candidates)
+    for i, (k, p) in enumerate(settings):
+        ref = logits[i : i + 1] / 0.7
+        if k:
+            ref = TopKLogitsWarper(top_k=k)(None, ref)
+        if p < 1:
+            ref = TopPLogitsWarper(top_p=p)(None, ref)
+        kept = torch.isfinite(ours[i]).nonzero().flatten().tolist()
+        assert kept == torch.isfinite(ref[0]).nonzero().flatten().tolist(), (i, k, p)
+        torch.testing.assert_close(ours[i, kept], ref[0, kept])
+    assert len(torch.isfinite(ours[7]).nonzero()) > 64  # the flat row's nucleus did reach past 64 candidates
