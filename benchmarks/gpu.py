@@ -145,6 +145,56 @@ def table(results: dict, device: str) -> str:
     return "\n".join(lines)
 
 
+def goals(results: dict) -> list[str]:
+    """The open GPU issues' goals, each with the figure this run gave and whether it is met (a row that did
+    not run says so)."""
+    out = []
+
+    def verdict(name: str, ok: bool | None, figure: str) -> None:
+        out.append(f"- {name}: {figure} -> {'met' if ok else 'NOT met' if ok is not None else 'not measured'}")
+
+    sft = next((r for name, rows in results.items() if name.startswith("sft") for r in rows
+                if "alaya" in r and "transformers+peft" in r), None)
+    if sft:
+        peft = sft["transformers+peft"]["tokens_per_s"]
+        padded, packed = sft["alaya"]["tokens_per_s"] / peft, sft["alaya packed"]["tokens_per_s"] / peft
+        verdict("LoRA SFT step >= 1.5x transformers + peft, padded rows", padded >= 1.5, f"{padded:.2f}x")
+        verdict("LoRA SFT step >= 2x, packed rows", packed >= 2, f"{packed:.2f}x")
+    else:
+        verdict("LoRA SFT step against peft", None, "no row")
+    train = next((r for name, rows in results.items() if name.startswith("train") and "compiled" in name
+                  for r in rows if "alaya" in r and "transformers" in r), None)
+    if train:
+        a, t = train["alaya"], train["transformers"]
+        mfu = a["tokens_per_s"] * a["flops_per_token"] / train["matmul_peak_flops"]
+        ratio = a["tokens_per_s"] / t["tokens_per_s"]
+        verdict("pretraining step, compiled, >= 60 % MFU and >= 1.5x transformers", mfu >= 0.6 and ratio >= 1.5,
+                f"MFU {100 * mfu:.1f} %, {ratio:.2f}x")
+    else:
+        verdict("pretraining step, compiled", None, "no row")
+    first = next((c["first_step_s"] for r in results.get("compile", []) for c in r.get("compile", {}).values()), None)
+    verdict("train.compile first step (12 layers) within 40 s", None if first is None else first <= 40,
+            "no row" if first is None else f"{first:.1f} s")
+    decode = results.get("decode", [])
+    bound = next((r["bound"] for r in decode if "bound" in r), {})
+    for r in (r for r in decode if "batch" in r and "transformers tok/s" in r):
+        sides = {n: r[f"{n} tok/s"] for n in ("alaya", "alaya graphs") if f"{n} tok/s" in r}
+        best = max(sides, key=sides.get)
+        ratio = sides[best] / r["transformers tok/s"]
+        if r["batch"] == 1:
+            share = bound.get("percent", {}).get(best)
+            ok = None if share is None else share >= 50 and ratio >= 3
+            verdict("decode batch 1 >= 50 % of the bandwidth bound and >= 3x transformers", ok,
+                    f"{best}: {share if share is not None else '?'} %, {ratio:.2f}x")
+        else:
+            verdict(f"decode batch {r['batch']} >= 3x transformers", ratio >= 3, f"{best}: {ratio:.2f}x")
+    flex = next((r["flex_parity"] for r in results.get("flex parity", []) if "flex_parity" in r), None)
+    verdict("flex forward and gradients within bf16's error of SDPA", None if flex is None else
+            flex["ok"] and flex["gradients_checked"], "no row" if flex is None else
+            f"worst {flex['worst_relative_error']:.1e}, gradients {'checked' if flex['gradients_checked'] else 'not checked'}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for each row's log and gpu-report.json")
@@ -214,13 +264,15 @@ def main() -> None:
             continue
         results[name], texts[name] = run(name.replace(" ", "-"), script, script_args, out, args.timeout)
     report = {"date": time.strftime("%Y-%m-%d"), "device": device, "machine": machine(device), "layers": args.layers,
-              "smoke": args.smoke, "rows": results, "table": table(results, device)}
+              "smoke": args.smoke, "rows": results, "table": table(results, device), "goals": goals(results)}
     (out / "gpu-report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     print()
     for name, text in texts.items():  # each script's own closing lines (machine, bound, ratios)
         tail = [ln for ln in text.splitlines() if ln and not ln.startswith(("{", "[", "$"))][-8:]
         print(f"--- {name}\n" + "\n".join(tail))
     print(f"\nGPU suite, {report['machine']}, {report['date']}\n" + report["table"])
+    print("\nThe GPU issues' goals" + (" (a smoke run: tiny shapes on the CPU, not the goals' setting)" if args.smoke
+                                        else "") + ":\n" + "\n".join(report["goals"]))
 
 
 if __name__ == "__main__":

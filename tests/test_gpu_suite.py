@@ -19,7 +19,8 @@ def run_suite(tmp_path, rows):
     assert "GPU suite" in done.stdout
     report = json.loads((tmp_path / "gpu-report.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["device"] == "cpu"
-    return report["rows"], report["table"].splitlines()
+    assert all(" -> " in line for line in report["goals"]) and "The GPU issues' goals" in done.stdout
+    return report["rows"], report["table"].splitlines() + report["goals"]
 
 
 # the suite's rows in two files (this one and test_gpu_suite_cli.py), so that two workers share them
@@ -33,6 +34,9 @@ def test_the_gpu_suite_runs_its_speed_and_parity_rows_at_tiny_shapes_on_the_cpu(
     decode = [r for r in rows["decode"] if "batch" in r]
     assert [r["batch"] for r in decode] == [1, 2]
     assert all(math.isfinite(r[side]) for r in decode for side in ("alaya tok/s", "alaya graphs tok/s", "transformers tok/s"))
+    assert any(line.startswith("- decode batch 1 >= 50 % of the bandwidth bound") for line in lines)
+    if (SHARED_DATA / "lf_alpaca_en_demo").is_dir():
+        assert any(line.startswith("- LoRA SFT step >= 1.5x transformers + peft, padded rows: ") for line in lines)
     graphs_b1 = next(line for line in lines if line.startswith("| decode batch 1, alaya graphs tok/s |"))
     assert "% of the bandwidth bound" in graphs_b1 and "first call" in graphs_b1  # the issue's share and capture time
     assert set(next(r["bound"] for r in rows["decode"] if "bound" in r)["percent"]) >= {"alaya", "alaya graphs",

@@ -195,11 +195,11 @@ def test_the_compiled_step_mutates_only_its_static_buffers(models, monkeypatch):
 
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda m, mode=None, **kw: real_compile(m, backend=backend, **kw))
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # a cached graph skips inner_compile
-    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
     graphs = GraphBackend(copy.deepcopy(ref))
     cfg = GenerationConfig(max_new_tokens=4, temperature=0, eos_token_id=-1)
-    assert generate(graphs, PROMPTS, cfg) == generate(TorchBackend(ref), PROMPTS, cfg)
+    # a cached graph skips inner_compile (the configs' own patch: monkeypatch would delete their keys on undo)
+    with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        assert generate(graphs, PROMPTS, cfg) == generate(TorchBackend(ref), PROMPTS, cfg)
     assert len(compiled) == 1  # one graph: fullgraph, no break
     static, mutated, inputs = compiled[0]
     cache = ref.new_cache(len(PROMPTS), BUCKET).keys.shape
