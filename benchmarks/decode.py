@@ -148,7 +148,8 @@ def main() -> None:
                 ct2[f"ctranslate2 {'int8' if q == 'int8' else 'fp32'}"] = (run, n_params * (4 if q == "float32" else 1))
     rounds: list[float] = []
     bandwidth_rounds(args.device, rounds)
-    cfg = GenerationConfig(max_new_tokens=args.new_tokens, temperature=0, eos_token_id=-1)
+    # transformers' min_new_tokens keeps its eos (2) from coming out, as bad_words_ids does 3: ours bans both
+    cfg = GenerationConfig(max_new_tokens=args.new_tokens, temperature=0, eos_token_id=-1, banned_token_ids=[2, 3])
     rows = []
     for B in args.batches:
         g = torch.Generator().manual_seed(B)
@@ -171,9 +172,9 @@ def main() -> None:
         runs["transformers"] = run_theirs
         for name, (run, _) in ct2.items():
             runs[name] = (lambda run=run: run(prompts, args.new_tokens))
-        firsts = {}
+        firsts, outputs = {}, {}
         for name, fn in runs.items():  # warm-up (the graphs side compiles, and on CUDA captures, its bucket here)
-            firsts[name] = timed(fn, args.device)[1]
+            outputs[name], firsts[name] = timed(fn, args.device)
             if name == "alaya graphs":
                 print(f"batch {B}: the graphs side's first call (compile + capture + decode) took "
                       f"{firsts[name]:.1f} s", flush=True)
@@ -185,6 +186,9 @@ def main() -> None:
                 best[name] = min(best[name], timed(fn, args.device)[1])
             bandwidth_rounds(args.device, rounds)
         row = {"batch": B, **{f"{name} tok/s": round(B * args.new_tokens / t, 1) for name, t in best.items()}}
+        theirs_tokens = outputs["transformers"][:, args.prompt_len:].tolist()
+        row["greedy rows equal to transformers"] = {
+            name: sum(a == b for a, b in zip(outputs[name], theirs_tokens)) for name in sides if name != "alaya int8"}
         if "alaya graphs" in firsts:
             row["alaya graphs first call s"] = round(firsts["alaya graphs"], 2)
             row["alaya graphs new bucket s"] = bucket
@@ -216,6 +220,10 @@ def main() -> None:
             print("  fraction of the bandwidth bound for its own bytes: "
                   + ", ".join(f"{n} {v:.0f} %" for n, v in shares.items()))
             print(json.dumps({"bound": {"batch": 1, "read_GBps": round(bw / 1e9, 1), "percent": shares}}), flush=True)
+        print(f"  greedy rows token for token equal to transformers' (of {r['batch']}): " + ", ".join(
+            f"{n} {k}" for n, k in r["greedy rows equal to transformers"].items())
+              + (" (bf16: near-tied logits of a random model may differ in the last bit)" if dtype != torch.float32
+                 else ""))
         if r.get("alaya graphs first call s") is not None:
             extra = r["alaya graphs new bucket s"]
             print(f"  alaya graphs: first call {r['alaya graphs first call s']} s (compile + capture + decode); "

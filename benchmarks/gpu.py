@@ -100,6 +100,9 @@ def table(results: dict, device: str) -> str:
                             notes.append(f"{bound['percent'][who]:.0f} % of the bandwidth bound "
                                          f"({bound['read_GBps']:.0f} GB/s read; transformers "
                                          f"{bound['percent'].get('transformers', 0):.0f} %)")
+                        equal = r.get("greedy rows equal to transformers", {}).get(who)
+                        if equal is not None:
+                            notes.append(f"greedy rows equal to transformers' {equal}/{r['batch']}")
                         if who == "alaya graphs" and r.get("alaya graphs first call s") is not None:
                             extra = r.get("alaya graphs new bucket s")
                             notes.append(f"first call {r['alaya graphs first call s']:.1f} s (compile + capture)"
@@ -188,6 +191,12 @@ def goals(results: dict) -> list[str]:
                     f"{best}: {share if share is not None else '?'} %, {ratio:.2f}x")
         else:
             verdict(f"decode batch {r['batch']} >= 3x transformers", ratio >= 3, f"{best}: {ratio:.2f}x")
+    equal = [(r["batch"], r["greedy rows equal to transformers"]) for r in decode
+             if "greedy rows equal to transformers" in r]
+    if equal:
+        same = all(k == b for b, sides in equal for k in sides.values())
+        verdict("greedy output token for token equal to transformers", same, ", ".join(
+            f"batch {b}: " + ", ".join(f"{n} {k}/{b}" for n, k in sides.items()) for b, sides in equal))
     flex = next((r["flex_parity"] for r in results.get("flex parity", []) if "flex_parity" in r), None)
     verdict("flex forward and gradients within bf16's error of SDPA", None if flex is None else
             flex["ok"] and flex["gradients_checked"], "no row" if flex is None else

@@ -35,6 +35,8 @@ def test_the_gpu_suite_runs_its_speed_and_parity_rows_at_tiny_shapes_on_the_cpu(
     assert [r["batch"] for r in decode] == [1, 2]
     assert all(math.isfinite(r[side]) for r in decode for side in ("alaya tok/s", "alaya graphs tok/s", "transformers tok/s"))
     assert any(line.startswith("- decode batch 1 >= 50 % of the bandwidth bound") for line in lines)
+    # fp32 on the CPU: every greedy row of both alaya paths equals transformers', token for token
+    assert next(line for line in lines if line.startswith("- greedy output token for token")).endswith("-> met")
     if (SHARED_DATA / "lf_alpaca_en_demo").is_dir():
         assert any(line.startswith("- LoRA SFT step >= 1.5x transformers + peft, padded rows: ") for line in lines)
     graphs_b1 = next(line for line in lines if line.startswith("| decode batch 1, alaya graphs tok/s |"))
