@@ -14,7 +14,8 @@ model file (:mod:`alaya.model.mpt`) stays the network alone.
   capacity, the position as a device tensor and a full-width mask, so every decoding step of a run has the
   same shapes; the step is compiled once with ``fullgraph=True`` and symbolic batch and capacity (so a new
   bucket is not a new compilation) and, on CUDA, ``mode="reduce-overhead"``: one CUDA-graph replay per
-  token instead of ~70 kernel launches from Python, each bucket its own recording.
+  token instead of ~70 kernel launches from Python, each bucket (the batch rounded up to a power of two,
+  the capacity) its own recording.
   The prefill runs the model's forward as it is.
 
 Which one: :func:`choose_backend` with the setting ``--decode-path`` (``auto``, ``torch``, ``kernels``,
@@ -171,10 +172,19 @@ class _StaticCache:
 
 
 class _GraphSteps(Steps):
-    def __init__(self, model: AlayaForCausalLM, mask: torch.Tensor, cache: KVCache, step):
+    """A run of B rows over a static cache of ``held``'s rows (B rounded up to a power of two): the prefill
+    writes the first B rows (``cache`` is their view); each step feeds the extra rows a token over an empty
+    mask (each sees only itself; nothing reads their logits)."""
+
+    def __init__(self, model: AlayaForCausalLM, mask: torch.Tensor, cache: KVCache, step, held: _StaticCache):
         super().__init__(model, mask, cache)
-        self.compiled_step = step
+        self.compiled_step, self.held = step, held
         self.position = torch.zeros(1, dtype=torch.long, device=mask.device)
+        rows, self.B = held.keys.shape[1], mask.shape[0]
+        self.tokens = self.padded_mask = None
+        if rows > self.B:
+            self.tokens = torch.zeros(rows, 1, dtype=torch.long, device=mask.device)
+            self.padded_mask = torch.zeros(rows, mask.shape[1], dtype=torch.bool, device=mask.device)
 
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         logits = super().prefill(ids)  # the model's forward, writing the prompts into the static buffers
@@ -182,11 +192,21 @@ class _GraphSteps(Steps):
         return logits
 
     def step(self, tokens: list[int] | torch.Tensor) -> torch.Tensor:
-        tok = _fed(tokens, self.mask.device)
-        logits = self.compiled_step(tok, self.position, self.mask, self.cache.keys, self.cache.values)
+        tok, mask = _fed(tokens, self.mask.device), self.mask
+        if self.tokens is not None:
+            self.tokens[: self.B].copy_(tok)
+            self.padded_mask[: self.B].copy_(mask)
+            tok, mask = self.tokens, self.padded_mask
+        logits = self.compiled_step(tok, self.position, mask, self.held.keys, self.held.values)
         self.position.add_(1)
         self.cache.length += 1
-        return logits.clone()  # a graph's output is overwritten by the next replay
+        return logits[: self.B].clone()  # a graph's output is overwritten by the next replay
+
+
+def graph_rows(batch_size: int) -> int:
+    """The rows of the static cache a batch decodes in: the next power of two (1, 2, 4, 8, ...), so a server's
+    changing batch sizes make a few CUDA-graph recordings, not one per size."""
+    return 1 << max(0, batch_size - 1).bit_length()
 
 
 class GraphBackend(TorchBackend):
@@ -194,9 +214,9 @@ class GraphBackend(TorchBackend):
 
     One compiled step serves every bucket: the batch and the capacity are symbolic sizes (``dynamic=True``;
     torch specialises a batch of 1 on its own, so a model compiles at most twice: one row, several rows).
-    On CUDA a new (batch, capacity) bucket is then a new CUDA-graph recording of the same compiled code,
-    not a new compilation. The last :data:`KEEP_BUCKETS` buckets' caches are kept, so their recordings
-    replay."""
+    On CUDA a new (rows, capacity) bucket is then a new CUDA-graph recording of the same compiled code, not
+    a new compilation; rows are the batch rounded up to a power of two (:func:`graph_rows`). The last
+    :data:`KEEP_BUCKETS` buckets' caches are kept, so their recordings replay."""
 
     name = "graphs"
 
@@ -204,7 +224,7 @@ class GraphBackend(TorchBackend):
         super().__init__(model)
         self.mode = "reduce-overhead" if model.device.type == "cuda" else None
         self._buckets: dict[tuple[int, int], _StaticCache] = {}
-        self._lent: set[int] = set()  # ids of the caches lent to decoding runs still alive
+        self._lent: dict[int, _StaticCache] = {}  # the caches lent to decoding runs still alive, by id
 
         def step(tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor, keys: torch.Tensor,
                  values: torch.Tensor) -> torch.Tensor:
@@ -218,35 +238,37 @@ class GraphBackend(TorchBackend):
     def capacity(self, needed: int) -> int:
         return min(-(-needed // BUCKET) * BUCKET, max(needed, self.model.config.max_seq_len))
 
-    def _bucket(self, batch_size: int, capacity: int) -> _StaticCache:
-        key = (batch_size, capacity)
+    def _bucket(self, rows: int, capacity: int) -> _StaticCache:
+        key = (rows, capacity)
         if key not in self._buckets:
             if len(self._buckets) >= KEEP_BUCKETS:
                 self._buckets.pop(next(iter(self._buckets)))
-            self._buckets[key] = _StaticCache(self.model, batch_size, capacity)
+            self._buckets[key] = _StaticCache(self.model, rows, capacity)
         self._buckets[key] = self._buckets.pop(key)  # the most recently used last
         return self._buckets[key]
 
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
-        """The bucket's static cache; while another decoding run still holds it (two decoders alive at once,
-        in one thread or two), a cache of this run's own, so no run writes into another's."""
-        held = self._bucket(batch_size, capacity)
+        """The first ``batch_size`` rows of the bucket's static cache; while another decoding run still holds
+        it (two decoders alive at once, in one thread or two), a cache of this run's own, so no run writes
+        into another's."""
+        rows = graph_rows(batch_size)
+        held = self._bucket(rows, capacity)
         if held.in_use:
-            held = _StaticCache(self.model, batch_size, capacity)
+            held = _StaticCache(self.model, rows, capacity)
         held.in_use = True
-        cache = KVCache(held.keys, held.values)
-        self._lent.add(id(cache))
+        cache = KVCache(held.keys[:, :batch_size], held.values[:, :batch_size])
+        self._lent[id(cache)] = held
         weakref.finalize(cache, self._release, held, id(cache))  # the run is over when its cache is dropped
         return cache
 
     def _release(self, held: _StaticCache, key: int) -> None:
         held.in_use = False
-        self._lent.discard(key)
+        self._lent.pop(key, None)
 
     def start(self, mask: torch.Tensor, cache: KVCache) -> Steps:
         if id(cache) not in self._lent:
             raise ValueError("a graphs decoding run needs a cache from this backend's new_cache()")
-        return _GraphSteps(self.model, mask, cache, self.step)
+        return _GraphSteps(self.model, mask, cache, self.step, self._lent[id(cache)])
 
     def describe(self) -> str:
         return f"graphs ({self.model.device.type})"
