@@ -178,7 +178,8 @@ def main() -> None:
             if name == "alaya graphs":
                 print(f"batch {B}: the graphs side's first call (compile + capture + decode) took "
                       f"{firsts[name]:.1f} s", flush=True)
-        bucket = new_bucket_cost(sides["alaya graphs"][0], prompts, cfg, args.device) if "alaya graphs" in sides else None
+        bucket = (new_bucket_cost(sides["alaya graphs"][0], prompts, cfg, args.device) if "alaya graphs" in sides
+                  else None)
         # alternate the sides, so a slower spell of a shared machine falls on all; best of each
         best = {name: float("inf") for name in runs}
         for _ in range(args.repeats):

@@ -215,7 +215,8 @@ class BatchDecoder:
     def done(self) -> bool:
         return not any(self._alive)
 
-    def _choose(self, logits: torch.Tensor, seen: torch.Tensor, step: int, host: bool = True) -> list[int] | torch.Tensor:
+    def _choose(self, logits: torch.Tensor, seen: torch.Tensor, step: int,
+                host: bool = True) -> list[int] | torch.Tensor:
         """Every row's token number ``step``: a list (``host``), or a [B] tensor on the logits' device."""
         if host and self.numpy_greedy and self.banned is None and logits.dtype == torch.float32:  # the common CPU case
             arr = logits.numpy()
