@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from alaya.infer.backends import BUCKET, GraphBackend, TorchBackend, choose_backend
+from alaya.infer.backends import BUCKET, GraphBackend, TorchBackend, choose_backend, decode_step_seconds
 from alaya.infer.generate import BatchDecoder, GenerationConfig, generate
 from alaya.model.mpt import AlayaForCausalLM, KVCache
 
@@ -233,3 +233,34 @@ def test_the_compiled_step_mutates_only_its_static_buffers(models, monkeypatch):
     assert len(copied) == 3  # the position [1], the tokens [rows, 1] and the mask [rows, capacity]
     for want in [(1,), (rows, 1), (rows, BUCKET)]:
         assert any(fits(x, want) for x in copied), want
+
+
+def test_warming_up_leaves_a_servers_first_batches_nothing_to_compile(model_dir, monkeypatch, capsys):
+    """`alaya serve --decode-path graphs` compiles (and on CUDA records) its step for every row count of its
+    batches before it listens: afterwards batches of 1 to --max-batch rows compile nothing."""
+    import uvicorn
+    from torch._dynamo.utils import counters
+
+    from alaya.infer import server
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)  # everything serve() does but listening
+    seen = {}
+    real = server.BatchScheduler
+
+    def keep(backend, *a, **kw):
+        seen["backend"] = backend
+        return real(backend, *a, **kw)
+    monkeypatch.setattr(server, "BatchScheduler", keep)
+    server.serve(str(model_dir), device="cpu", dtype="float32", decode_path="graphs", max_batch=5)
+    out = capsys.readouterr().out
+    assert "compiling the decoding step for batches of up to 5" in out and "ready after" in out
+    graphs = seen["backend"]
+    assert graphs.warm_up_rows(5) == [1, 2, 4, 8] and {rows for rows, _ in graphs._buckets} == {1, 2, 4, 8}
+    before = dict(counters["stats"])
+    cfg = GenerationConfig(max_new_tokens=4, temperature=0, eos_token_id=-1)
+    for rows in (1, 3, 5):
+        generate(graphs, [[9, 10, 11]] * rows, cfg)
+    decode_step_seconds(graphs)  # auto's timed pass (its mask made in inference mode) reuses it too
+    assert dict(counters["stats"]) == before
+    assert TorchBackend(graphs.model).warm_up_rows(5) == []  # nothing to compile on the torch path

@@ -98,6 +98,11 @@ class TorchBackend:
     def close(self) -> None:
         """Give the model back as it was given (nothing to undo here)."""
 
+    def warm_up_rows(self, max_batch: int) -> list[int]:
+        """The batch sizes to decode once before serving batches of up to ``max_batch`` rows, so that no first
+        request waits for a compilation (:func:`alaya.infer.generate.warm_up`); none here."""
+        return []
+
     def describe(self) -> str:
         return f"torch ({self.model.device.type})"
 
@@ -174,17 +179,17 @@ class _StaticCache:
 class _GraphSteps(Steps):
     """A run of B rows over a static cache of ``held``'s rows (B rounded up to a power of two): the prefill
     writes the first B rows (``cache`` is their view); each step feeds the extra rows a token over an empty
-    mask (each sees only itself; nothing reads their logits)."""
+    mask (each sees only itself; nothing reads their logits). The step's tokens and mask are this run's own
+    buffers, copied into at each step: every call of the compiled step then gets tensors made the same way
+    (a mask made outside inference mode, like the decoder's, would be a guard failure, a recompilation)."""
 
     def __init__(self, model: AlayaForCausalLM, mask: torch.Tensor, cache: KVCache, step, held: _StaticCache):
         super().__init__(model, mask, cache)
         self.compiled_step, self.held = step, held
         self.position = torch.zeros(1, dtype=torch.long, device=mask.device)
         rows, self.B = held.keys.shape[1], mask.shape[0]
-        self.tokens = self.padded_mask = None
-        if rows > self.B:
-            self.tokens = torch.zeros(rows, 1, dtype=torch.long, device=mask.device)
-            self.padded_mask = torch.zeros(rows, mask.shape[1], dtype=torch.bool, device=mask.device)
+        self.tokens = torch.zeros(rows, 1, dtype=torch.long, device=mask.device)
+        self.step_mask = torch.zeros(rows, mask.shape[1], dtype=torch.bool, device=mask.device)
 
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         logits = super().prefill(ids)  # the model's forward, writing the prompts into the static buffers
@@ -192,12 +197,9 @@ class _GraphSteps(Steps):
         return logits
 
     def step(self, tokens: list[int] | torch.Tensor) -> torch.Tensor:
-        tok, mask = _fed(tokens, self.mask.device), self.mask
-        if self.tokens is not None:
-            self.tokens[: self.B].copy_(tok)
-            self.padded_mask[: self.B].copy_(mask)
-            tok, mask = self.tokens, self.padded_mask
-        logits = self.compiled_step(tok, self.position, mask, self.held.keys, self.held.values)
+        self.tokens[: self.B].copy_(_fed(tokens, self.mask.device))
+        self.step_mask[: self.B].copy_(self.mask)
+        logits = self.compiled_step(self.tokens, self.position, self.step_mask, self.held.keys, self.held.values)
         self.position.add_(1)
         self.cache.length += 1
         return logits[: self.B].clone()  # a graph's output is overwritten by the next replay
@@ -264,6 +266,11 @@ class GraphBackend(TorchBackend):
     def _release(self, held: _StaticCache, key: int) -> None:
         held.in_use = False
         self._lent.pop(key, None)
+
+    def warm_up_rows(self, max_batch: int) -> list[int]:
+        """Every row count a batch of up to ``max_batch`` decodes in: the step compiled (one row, several rows)
+        and, on CUDA, recorded for each at the smallest capacity, so a server's first requests only replay."""
+        return sorted({graph_rows(b) for b in range(1, max_batch + 1)})
 
     def start(self, mask: torch.Tensor, cache: KVCache) -> Steps:
         if id(cache) not in self._lent:

@@ -12,6 +12,7 @@ the caller stops it (a stop string seen by :class:`alaya.infer.text.TextStream`,
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
@@ -328,3 +329,16 @@ def generate(
     for _ in decoder:
         pass
     return decoder.tokens
+
+
+def warm_up(model: AlayaForCausalLM | Backend, max_batch: int) -> float:
+    """Decode a few tokens at each of the backend's warm-up batch sizes (:meth:`warm_up_rows`), so that what a
+    first request would wait for (compiling, recording a CUDA graph) is done now; the seconds it took."""
+    backend = as_backend(model)
+    t0 = time.perf_counter()
+    cfg = GenerationConfig(max_new_tokens=3, temperature=0, eos_token_id=-1, banned_token_ids=[])
+    for rows in backend.warm_up_rows(max_batch):
+        generate(backend, [[0]] * rows, cfg)
+    if backend.model.device.type == "cuda":
+        torch.cuda.synchronize(backend.model.device)
+    return time.perf_counter() - t0
