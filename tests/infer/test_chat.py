@@ -67,6 +67,20 @@ def test_chat_with_piped_input(model_dir):
     assert "(conversation cleared)" in out.stdout and "(system text set)" in out.stdout
 
 
+def test_chat_on_the_graphs_path_compiles_before_the_first_prompt_and_answers_as_torch(model_dir):
+    """`alaya chat --decode-path graphs` (what auto picks on a GPU when it is faster) says it compiles, and
+    when it is ready, before it reads the first line; its greedy replies are the torch path's."""
+    replies = {}
+    for path in ("graphs", "torch"):
+        out = subprocess.run(_cmd(model_dir) + ["--decode-path", path], input="你好\nWho are you?\n",
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        replies[path] = out.stdout
+        warmed = "compiling the decoding step (once per process)..." in out.stderr and "ready after" in out.stderr
+        assert warmed is (path == "graphs")
+    assert replies["graphs"] == replies["torch"] and replies["torch"].strip()
+
+
 def _read_until(fd, marker: bytes, timeout=60.0) -> bytes:
     buf, end = b"", time.time() + timeout
     while marker not in buf:

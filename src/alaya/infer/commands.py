@@ -59,12 +59,16 @@ def add_decode_path_arg(g) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    import sys
+
     from alaya.infer.chat import ChatSession, repl
+    from alaya.infer.generate import warm_up
     from alaya.infer.loading import load_for_inference
 
     backend, tok = load_for_inference(args.model_path, args.adapter, device=args.device, dtype=args.dtype,
                                       compile=args.compile, quantize=args.quantize, decode_path=args.decode_path,
                                       attention=args.attention)
+    warm_up(backend, 1, say=lambda line: print(line, file=sys.stderr, flush=True))  # before the first prompt
     return repl(ChatSession(backend, tok, _generation_config(args), system=args.system))
 
 

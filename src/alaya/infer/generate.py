@@ -331,14 +331,24 @@ def generate(
     return decoder.tokens
 
 
-def warm_up(model: AlayaForCausalLM | Backend, max_batch: int) -> float:
+def warm_up(model: AlayaForCausalLM | Backend, max_batch: int, say=None) -> float:
     """Decode a few tokens at each of the backend's warm-up batch sizes (:meth:`warm_up_rows`), so that what a
-    first request would wait for (compiling, recording a CUDA graph) is done now; the seconds it took."""
+    first request would wait for (compiling, recording a CUDA graph) is done now; the seconds it took.
+    ``say``: called with a line before and after, when there is anything to do."""
     backend = as_backend(model)
+    rows = backend.warm_up_rows(max_batch)
+    if not rows:
+        return 0.0
+    if say:
+        say("compiling the decoding step" + (f" for batches of up to {max_batch}" if max_batch > 1 else "")
+            + " (once per process)...")
     t0 = time.perf_counter()
     cfg = GenerationConfig(max_new_tokens=3, temperature=0, eos_token_id=-1, banned_token_ids=[])
-    for rows in backend.warm_up_rows(max_batch):
-        generate(backend, [[0]] * rows, cfg)
+    for n in rows:
+        generate(backend, [[0]] * n, cfg)
     if backend.model.device.type == "cuda":
         torch.cuda.synchronize(backend.model.device)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    if say:
+        say(f"ready after {seconds:.1f} s")
+    return seconds

@@ -91,16 +91,13 @@ def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", 
 
     import uvicorn
 
+    from alaya.infer.generate import warm_up
     from alaya.infer.loading import load_for_inference
 
     backend, tok = load_for_inference(model_path, adapter, device=device, dtype=dtype, compile=compile,
                                       quantize=quantize, decode_path=decode_path, attention=attention)
     name = model_name or os.path.basename(os.path.normpath(model_path))
-    if backend.warm_up_rows(max_batch):
-        from alaya.infer.generate import warm_up
-
-        print(f"compiling the decoding step for batches of up to {max_batch} (once per process)...", flush=True)
-        print(f"ready after {warm_up(backend, max_batch):.1f} s", flush=True)
+    warm_up(backend, max_batch, say=lambda line: print(line, flush=True))
     engine = BatchScheduler(backend, tok, max_batch=max_batch, max_queue=max_queue)
     app = create_app(engine, name, api_key=api_key)
     print(f"serving {name} on http://{host}:{port}  (OpenAI base_url http://{host}:{port}/v1; the chat page at /, the schema at /openapi.json)", flush=True)
