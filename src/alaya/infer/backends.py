@@ -269,7 +269,8 @@ class GraphBackend(TorchBackend):
 
     def warm_up_rows(self, max_batch: int) -> list[int]:
         """Every row count a batch of up to ``max_batch`` decodes in: the step compiled (one row, several rows)
-        and, on CUDA, recorded for each at the smallest capacity, so a server's first requests only replay."""
+        and, on CUDA, recorded for each at the smallest capacity, so a server's first requests compile nothing
+        (a bucket later dropped from the :data:`KEEP_BUCKETS` kept ones is recorded again, not compiled)."""
         return sorted({graph_rows(b) for b in range(1, max_batch + 1)})
 
     def start(self, mask: torch.Tensor, cache: KVCache) -> Steps:
